@@ -1,5 +1,105 @@
-//! gemgate: a transparent gateway for the Gemini API. `run` wires the parts together; the
-//! request path itself lives in `proxy::service`.
+//! gemgate: a transparent gateway for the Gemini API. `run` wires the parts together (config
+//! snapshot → gateway → proxy and admin listeners → drain on shutdown); the request path
+//! itself lives in `proxy::service`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod auth;
 pub mod config;
+pub mod error;
+pub mod gemini;
+pub mod glob;
+pub mod pool;
+pub mod proxy;
+pub mod snapshot;
+pub mod telemetry;
+
+use config::Config;
+use proxy::service::Gateway;
+use snapshot::Snapshot;
+use std::future::Future;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Init(String),
+}
+
+/// The two bound listeners; binding apart from `run` lets tests use port 0.
+pub struct Listeners {
+    pub proxy: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> Result<Listeners, RunError> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr, source })
+        };
+        Ok(Listeners { proxy: bind(config.listen).await?, admin: bind(config.admin.listen).await? })
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains within `shutdown_grace` (SPEC 7).
+pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let grace = config.shutdown_grace;
+    let gateway = Gateway::new(Snapshot::build(config).map_err(RunError::Init)?);
+    let (stop_admin, admin_stopped) = oneshot::channel::<()>();
+    let admin = tokio::spawn(admin::serve(listeners.admin, gateway.clone(), async {
+        let _ = admin_stopped.await;
+    }));
+    let draining = gateway.clone();
+    let shutdown = async move {
+        shutdown.await;
+        draining.start_draining();
+    };
+    proxy::server::serve(listeners.proxy, gateway, shutdown, grace).await;
+    let _ = stop_admin.send(());
+    let _ = admin.await;
+    Ok(())
+}
+
+/// A gemgate running on a spawned task: for tests, benchmarks and `gemgate demo`.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), RunError>>,
+}
+
+impl Running {
+    /// Binds the config's addresses (port 0 allowed) and starts serving.
+    pub async fn start(config: Config) -> Result<Running, RunError> {
+        let listeners = Listeners::bind(&config).await?;
+        let addr = listeners.proxy.local_addr().map_err(|e| RunError::Init(e.to_string()))?;
+        let admin_addr = listeners.admin.local_addr().map_err(|e| RunError::Init(e.to_string()))?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(listeners, config, async {
+            let _ = stopped.await;
+        }));
+        Ok(Running { addr, admin_addr, stop: Some(stop), task })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts the graceful shutdown and waits for it to finish.
+    pub async fn shutdown(mut self) -> Result<(), RunError> {
+        self.begin_shutdown();
+        self.task.await.unwrap_or_else(|e| Err(RunError::Init(e.to_string())))
+    }
+
+    /// Starts the graceful shutdown without waiting.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

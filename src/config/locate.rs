@@ -29,10 +29,7 @@ impl LineIndex {
             let mut indent = raw.len() - trimmed.len();
             let mut rest = trimmed;
             while let Some(after) = rest.strip_prefix("- ").or(if rest == "-" { Some("") } else { None }) {
-                while stack
-                    .last()
-                    .is_some_and(|f| f.indent > indent || (f.is_item && f.indent == indent))
-                {
+                while stack.last().is_some_and(|f| f.indent > indent || (f.is_item && f.indent == indent)) {
                     stack.pop();
                 }
                 let parent = stack.last().map(|f| f.path.clone()).unwrap_or_default();
@@ -54,11 +51,7 @@ impl LineIndex {
                     stack.pop();
                 }
                 let parent = stack.last().map(|f| f.path.as_str()).unwrap_or("");
-                let path = if parent.is_empty() {
-                    key.to_string()
-                } else {
-                    format!("{parent}.{key}")
-                };
+                let path = if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") };
                 lines.entry(path.clone()).or_insert(line_no);
                 stack.push(Frame { indent, path, is_item: false });
             }

@@ -216,9 +216,7 @@ fn path_string(path: &serde_ignored::Path) -> String {
                 format!("{parent}.{key}")
             }
         }
-        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
-            path_string(parent)
-        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => path_string(parent),
     }
 }
 

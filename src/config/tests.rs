@@ -43,7 +43,10 @@ pools:
     assert!(all.contains("test.yaml:4: upstream.colour: unknown field"), "{all}");
     assert!(all.contains("test.yaml:5: limits: unknown field"), "{all}");
     assert!(all.contains("test.yaml:8: pools.default.strategy:"), "{all}");
-    assert!(all.contains("test.yaml:10: pools.default.keys[0].env: environment variable CFG_TEST_SURELY_UNSET is not set"), "{all}");
+    assert!(
+        all.contains("test.yaml:10: pools.default.keys[0].env: environment variable CFG_TEST_SURELY_UNSET is not set"),
+        "{all}"
+    );
     assert_eq!(errs.errors.len(), 5, "{all}");
 }
 
@@ -65,8 +68,9 @@ fn open_mode_is_refused_off_loopback() {
 fn several_pools_need_a_default() {
     std::env::set_var("CFG_TEST_P1", "k1");
     std::env::set_var("CFG_TEST_P2", "k2");
-    let errs = parse("pools:\n  free: { keys: [ { env: CFG_TEST_P1 } ] }\n  paid: { keys: [ { env: CFG_TEST_P2 } ] }\n")
-        .unwrap_err();
+    let errs =
+        parse("pools:\n  free: { keys: [ { env: CFG_TEST_P1 } ] }\n  paid: { keys: [ { env: CFG_TEST_P2 } ] }\n")
+            .unwrap_err();
     assert!(errs.to_string().contains("none named `default`"), "{errs}");
 }
 

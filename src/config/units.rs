@@ -14,9 +14,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("`{text}` has no unit (use ms, s, m, h or d)"))?;
     let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 250ms, 30s, 5m, 1h"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a duration like 250ms, 30s, 5m, 1h"))?;
     let millis = match unit.trim() {
         "ms" => Some(n),
         "s" => n.checked_mul(1_000),
@@ -25,21 +23,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => n.checked_mul(86_400_000),
         other => return Err(format!("`{text}`: unknown unit `{other}` (use ms, s, m, h or d)")),
     };
-    millis
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("`{text}` is too long"))
+    millis.map(Duration::from_millis).ok_or_else(|| format!("`{text}` is too long"))
 }
 
 /// Parses `512`, `512B`, `64KiB`, `20MiB`, `1GiB` (and the decimal `KB`/`MB`/`GB`).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like 512KiB or 20MiB"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a size like 512KiB or 20MiB"))?;
     let factor: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -50,8 +42,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "GB" => 1_000_000_000,
         other => return Err(format!("`{text}`: unknown unit `{other}` (use B, KiB, MiB or GiB)")),
     };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("`{text}` is too large"))
+    n.checked_mul(factor).ok_or_else(|| format!("`{text}` is too large"))
 }
 
 #[cfg(test)]

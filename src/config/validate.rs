@@ -21,11 +21,7 @@ impl<'a> Errors<'a> {
     }
 
     pub fn push(&mut self, field: &str, message: String) {
-        self.items.push(ConfigError {
-            line: self.index.line_of(field),
-            field: field.to_string(),
-            message,
-        });
+        self.items.push(ConfigError { line: self.index.line_of(field), field: field.to_string(), message });
     }
 
     /// The errors in file order (errors without a line first).
@@ -65,15 +61,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path, errors: &mut Errors) -> Option<
     let admin = AdminConfig {
         listen: parse_addr(errors, "admin.listen", admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN)),
     };
-    Some(Config {
-        listen,
-        upstream,
-        shutdown_grace,
-        clients,
-        pools,
-        default_pool,
-        admin,
-    })
+    Some(Config { listen, upstream, shutdown_grace, clients, pools, default_pool, admin })
 }
 
 fn parse_addr(errors: &mut Errors, field: &str, text: &str) -> SocketAddr {
@@ -216,14 +204,13 @@ fn validate_pools(
 
 fn pools_from_env(errors: &mut Errors) -> Vec<PoolConfig> {
     let list = std::env::var("GEMINI_API_KEYS").unwrap_or_default();
-    let keys: Vec<KeyConfig> = list
-        .split(',')
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(|k| derived_key(Secret::new(k), None))
-        .collect();
+    let keys: Vec<KeyConfig> =
+        list.split(',').map(str::trim).filter(|k| !k.is_empty()).map(|k| derived_key(Secret::new(k), None)).collect();
     if keys.is_empty() {
-        errors.push("pools", "no pools are configured and GEMINI_API_KEYS is not set: give keys one way or the other".into());
+        errors.push(
+            "pools",
+            "no pools are configured and GEMINI_API_KEYS is not set: give keys one way or the other".into(),
+        );
         return Vec::new();
     }
     let pools = vec![PoolConfig { name: "default".into(), keys, strategy: Strategy::RoundRobin }];
@@ -296,18 +283,10 @@ pub fn read_key_file(path: &Path) -> Result<Vec<KeyConfig>, String> {
         let key = match parts.as_slice() {
             [key] => derived_key(Secret::new(*key), None),
             [id, key] => KeyConfig { id: id.to_string(), secret: Secret::new(*key), project: None },
-            [id, key, project] => KeyConfig {
-                id: id.to_string(),
-                secret: Secret::new(*key),
-                project: Some(project.to_string()),
-            },
-            _ => {
-                return Err(format!(
-                    "{}:{}: expected `key`, `id key` or `id key project`",
-                    path.display(),
-                    n + 1
-                ))
+            [id, key, project] => {
+                KeyConfig { id: id.to_string(), secret: Secret::new(*key), project: Some(project.to_string()) }
             }
+            _ => return Err(format!("{}:{}: expected `key`, `id key` or `id key project`", path.display(), n + 1)),
         };
         keys.push(key);
     }
@@ -353,7 +332,8 @@ fn choose_default_pool(pools: &[PoolConfig], errors: &mut Errors) -> String {
         _ => {
             errors.push(
                 "pools",
-                "several pools and none named `default`: name one `default` (routing.default_pool comes with routing)".into(),
+                "several pools and none named `default`: name one `default` (routing.default_pool comes with routing)"
+                    .into(),
             );
             String::new()
         }

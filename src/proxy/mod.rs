@@ -1,0 +1,10 @@
+//! The proxy: the request pipeline (`service`), its two legs (`forward` upstream, `body`
+//! both ways), header rules, WebSocket and upload specifics, and the accept loop.
+
+pub mod body;
+pub mod forward;
+pub mod headers;
+pub mod server;
+pub mod service;
+pub mod upgrade;
+pub mod upload;
