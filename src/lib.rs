@@ -19,6 +19,8 @@ use proxy::service::Gateway;
 use snapshot::Snapshot;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -50,6 +52,11 @@ impl Listeners {
 pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let grace = config.shutdown_grace;
     let gateway = Gateway::new(Snapshot::build(config).map_err(RunError::Init)?);
+    serve(listeners, gateway, grace, shutdown).await;
+    Ok(())
+}
+
+async fn serve(listeners: Listeners, gateway: Arc<Gateway>, grace: Duration, shutdown: impl Future<Output = ()>) {
     let (stop_admin, admin_stopped) = oneshot::channel::<()>();
     let admin = tokio::spawn(admin::serve(listeners.admin, gateway.clone(), async {
         let _ = admin_stopped.await;
@@ -62,7 +69,6 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     proxy::server::serve(listeners.proxy, gateway, shutdown, grace).await;
     let _ = stop_admin.send(());
     let _ = admin.await;
-    Ok(())
 }
 
 /// A gemgate running on a spawned task: for tests, benchmarks and `gemgate demo`.
@@ -70,17 +76,19 @@ pub struct Running {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), RunError>>,
+    task: JoinHandle<()>,
 }
 
 impl Running {
     /// Binds the config's addresses (port 0 allowed) and starts serving.
     pub async fn start(config: Config) -> Result<Running, RunError> {
+        let grace = config.shutdown_grace;
+        let gateway = Gateway::new(Snapshot::build(config.clone()).map_err(RunError::Init)?);
         let listeners = Listeners::bind(&config).await?;
         let addr = listeners.proxy.local_addr().map_err(|e| RunError::Init(e.to_string()))?;
         let admin_addr = listeners.admin.local_addr().map_err(|e| RunError::Init(e.to_string()))?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(listeners, config, async {
+        let task = tokio::spawn(serve(listeners, gateway, grace, async {
             let _ = stopped.await;
         }));
         Ok(Running { addr, admin_addr, stop: Some(stop), task })
@@ -93,7 +101,7 @@ impl Running {
     /// Starts the graceful shutdown and waits for it to finish.
     pub async fn shutdown(mut self) -> Result<(), RunError> {
         self.begin_shutdown();
-        self.task.await.unwrap_or_else(|e| Err(RunError::Init(e.to_string())))
+        self.task.await.map_err(|e| RunError::Init(e.to_string()))
     }
 
     /// Starts the graceful shutdown without waiting.
