@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use gemgate::config::Config;
 use gemgate::telemetry::{self, LogFormat};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -28,14 +29,86 @@ struct Cli {
 enum Command {
     /// Validate the config and print `ok` or every error.
     Check,
+    /// Try gemgate without keys: the proxy in front of the built-in mock upstream.
+    Demo {
+        /// Where the demo proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Run the mock Gemini upstream alone (for tests, benchmarks and demos).
+    Mock {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// YAML/JSON script of per-key behaviour (latency, 429s, errors, streams).
+        #[arg(long)]
+        script: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check) => check(&cli.config),
+        Some(Command::Demo { listen }) => with_runtime(cli.log_format, demo(listen)),
+        Some(Command::Mock { listen, script }) => with_runtime(cli.log_format, mock(listen, script)),
         None => serve(&cli.config, cli.log_format),
     }
+}
+
+fn with_runtime(format: LogFormat, work: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    telemetry::init(format);
+    let result = tokio::runtime::Runtime::new().map_err(|e| e.to_string()).and_then(|rt| rt.block_on(work));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gemgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The demo keys are not real keys: the mock accepts any key.
+const DEMO_CONFIG: &str = "\
+listen: LISTEN
+admin: { listen: 127.0.0.1:0 }
+upstream: { base_url: UPSTREAM }
+pools:
+  default:
+    keys:
+      - { id: demo-a, key: demo-key-aaaa }
+      - { id: demo-b, key: demo-key-bbbb }
+";
+
+async fn demo(listen: SocketAddr) -> Result<(), String> {
+    let mock = mock_gemini::MockServer::spawn(mock_gemini::Script::default()).await;
+    let yaml = DEMO_CONFIG.replace("LISTEN", &listen.to_string()).replace("UPSTREAM", &mock.base_url());
+    let config = Config::from_yaml(&yaml, std::path::Path::new("<demo>")).map_err(|e| e.to_string())?;
+    let gate = gemgate::Running::start(config).await.map_err(|e| e.to_string())?;
+    let url = gate.base_url();
+    println!(
+        "gemgate demo: the proxy listens on {url}, in front of a mock Gemini upstream at {}.\n\
+         Try it (any API key works):\n\n  \
+         curl -s {url}/v1beta/models/gemini-2.5-flash:generateContent -H 'x-goog-api-key: anything' \\\n    \
+         -H 'content-type: application/json' -d '{{\"contents\":[{{\"parts\":[{{\"text\":\"Hello\"}}]}}]}}' -i\n\n  \
+         GOOGLE_GEMINI_BASE_URL={url} GEMINI_API_KEY=anything python your_app.py\n\n\
+         Answers carry x-gemgate-key (which pool key served them). Ctrl-C stops.",
+        mock.base_url()
+    );
+    shutdown_signal().await;
+    gate.shutdown().await.map_err(|e| e.to_string())
+}
+
+async fn mock(listen: SocketAddr, script: Option<PathBuf>) -> Result<(), String> {
+    let script = match script {
+        Some(path) => mock_gemini::Script::from_yaml_file(&path).map_err(|e| e.to_string())?,
+        None => mock_gemini::Script::default(),
+    };
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("mock-gemini listening on http://{addr}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    mock_gemini::serve(listener, script, shutdown_signal()).await.map_err(|e| e.to_string())
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
