@@ -109,9 +109,7 @@ async fn main() {
         .filter_map(|c| c.parse().ok())
         .collect();
     // Recording every request would measure the mock's bookkeeping, not the proxy.
-    let mut script = mock_gemini::Script::default();
-    script.max_recorded = 0;
-    let mock = mock_gemini::MockServer::spawn(script).await;
+    let mock = mock_gemini::MockServer::spawn(mock_gemini::Script::default().max_recorded(0)).await;
     let yaml = format!(
         "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nupstream: {{ base_url: {} }}\n\
          pools:\n  default:\n    keys:\n      - {{ id: k-a, key: bench-key-a }}\n      - {{ id: k-b, key: bench-key-b }}\n",
