@@ -11,6 +11,7 @@ pub mod gemini;
 pub mod glob;
 pub mod pool;
 pub mod proxy;
+pub mod quota;
 pub mod snapshot;
 pub mod telemetry;
 
