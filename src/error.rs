@@ -24,7 +24,7 @@ pub enum GateError {
     UpstreamUnreachable(String),
     #[error("the upstream broke the exchange before answering: {0}")]
     UpstreamBroken(String),
-    #[error("the upstream did not answer within {}s", .0.as_secs())]
+    #[error("the upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
     #[error("gemgate is shutting down")]
     ShuttingDown,

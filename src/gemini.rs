@@ -34,8 +34,12 @@ pub struct CallInfo {
 
 const REST_VERSIONS: [&str; 3] = ["/v1beta/", "/v1/", "/v1alpha/"];
 
-/// Classifies a request path, or `None` when gemgate does not forward it.
+/// Classifies a request path, or `None` when gemgate does not forward it. Dot segments
+/// are refused: an allow-list check on `models/allowed/../other` must not be fooled.
 pub fn classify(path: &str) -> Option<CallInfo> {
+    if path.split('/').any(is_dot_segment) {
+        return None;
+    }
     if let Some(rest) = path.strip_prefix("/v1beta/openai/") {
         return Some(CallInfo {
             surface: Surface::OpenAi,
@@ -126,6 +130,11 @@ pub fn referenced_resources(body: &[u8]) -> Vec<String> {
     found
 }
 
+fn is_dot_segment(segment: &str) -> bool {
+    let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+    decoded == "." || decoded == ".."
+}
+
 fn is_id_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.'
 }
@@ -202,6 +211,8 @@ mod tests {
         assert!(classify("/v2/models").is_none());
         assert!(classify("/admin/keys").is_none());
         assert!(classify("/").is_none());
+        assert!(classify("/v1beta/models/gemini-2.5-flash/../gemini-2.0-flash:generateContent").is_none());
+        assert!(classify("/v1beta/models/x/%2E%2e/y").is_none());
     }
 
     #[test]

@@ -103,7 +103,8 @@ async fn mock(listen: SocketAddr, script: Option<PathBuf>) -> Result<(), String>
         Some(path) => mock_gemini::Script::from_yaml_file(&path).map_err(|e| e.to_string())?,
         None => mock_gemini::Script::default(),
     };
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("mock-gemini listening on http://{addr}");
     use std::io::Write;

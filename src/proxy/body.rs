@@ -77,14 +77,21 @@ impl Body for RelayBody {
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(idle) = this.idle {
                     this.timer.reset(Instant::now() + *idle);
                 }
                 if let (Some(observer), Some(data)) = (this.observer.as_mut(), frame.data_ref()) {
                     observer.chunk(data);
+                }
+                // hyper stops polling once `is_end_stream` holds (a Content-Length body
+                // after its last byte), so the clean end may never be seen as `None`.
+                if this.inner.is_end_stream() {
+                    if let Some(mut observer) = this.observer.take() {
+                        observer.end();
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

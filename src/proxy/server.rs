@@ -30,9 +30,13 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
                     });
                     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                     let connection = graceful.watch(connection);
+                    let cutoff = gateway.cutoff.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = connection.await {
-                            debug!(error = %e, "connection ended with an error");
+                        tokio::select! {
+                            ended = connection => if let Err(e) = ended {
+                                debug!(error = %e, "connection ended with an error");
+                            },
+                            () = cutoff.cancelled() => debug!("connection cut off: the shutdown grace elapsed"),
                         }
                     });
                 }
@@ -54,6 +58,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
         sessions.wait().await;
     };
     if tokio::time::timeout(grace, drained).await.is_err() {
-        warn!("shutdown grace elapsed with requests still in flight");
+        warn!("shutdown grace elapsed with requests still in flight: cutting them off");
     }
+    gateway.cutoff.cancel();
 }

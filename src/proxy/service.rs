@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Answers to creating requests are read for the names they create up to this size.
@@ -34,6 +35,9 @@ pub struct Gateway {
     /// Upgraded (WebSocket) sessions, which outlive their HTTP connection; shutdown waits
     /// for them within the grace period.
     pub(crate) sessions: TaskTracker,
+    /// Cancelled when the shutdown grace has elapsed: connections and sessions still open
+    /// are cut off then (SPEC 7), not left running past `shutdown()`.
+    pub(crate) cutoff: CancellationToken,
 }
 
 impl Gateway {
@@ -43,6 +47,7 @@ impl Gateway {
             pins: Arc::new(PinStore::default()),
             draining: AtomicBool::new(false),
             sessions: TaskTracker::new(),
+            cutoff: CancellationToken::new(),
         })
     }
 
@@ -97,7 +102,7 @@ impl Gateway {
             let key = self.choose_key(snapshot, &info, request.uri().query(), None)?;
             log.key = Some(key.id.clone());
             let session = upgrade::Session { client, key, request_id: request_id.clone() };
-            return upgrade::proxy(snapshot, request, session, &self.sessions).await;
+            return upgrade::proxy(snapshot, request, session, &self.sessions, self.cutoff.clone()).await;
         }
         let (mut parts, incoming) = request.into_parts();
         let body = take_body(snapshot, &parts, incoming, &info, &client).await?;

@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
@@ -41,6 +42,7 @@ pub async fn proxy(
     mut request: Request<Incoming>,
     session: Session,
     sessions: &TaskTracker,
+    cutoff: CancellationToken,
 ) -> Result<Response<GateBody>, GateError> {
     let client_upgrade = hyper::upgrade::on(&mut request);
     let (mut parts, _) = request.into_parts();
@@ -82,15 +84,20 @@ pub async fn proxy(
         };
         let client_ws = WebSocketStream::from_raw_socket(TokioIo::new(client_io), Role::Server, None).await;
         let upstream_ws = WebSocketStream::from_raw_socket(TokioIo::new(upstream_io), Role::Client, None).await;
-        relay(client_ws, upstream_ws, &session).await;
+        relay(client_ws, upstream_ws, &session, cutoff).await;
     });
     Ok(Response::from_parts(parts, GateBody::empty()))
 }
 
-/// Relays messages both ways until either side closes. Pings are answered by each side's
-/// own socket, so only data and close frames cross.
-async fn relay<C, U>(client: WebSocketStream<C>, upstream: WebSocketStream<U>, session: &Session)
-where
+/// Relays messages both ways until either side closes, or the shutdown grace elapses
+/// (`cutoff`: the client gets 1001 going away). Pings are answered by each side's own
+/// socket, so only data and close frames cross.
+async fn relay<C, U>(
+    client: WebSocketStream<C>,
+    upstream: WebSocketStream<U>,
+    session: &Session,
+    cutoff: CancellationToken,
+) where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -137,11 +144,14 @@ where
             }
         }
     };
-    let refusal = tokio::select! {
+    let closing = tokio::select! {
         refusal = client_to_upstream => refusal,
         () = upstream_to_client => None,
+        () = cutoff.cancelled() => {
+            Some(CloseFrame { code: CloseCode::Away, reason: "gemgate is shutting down".into() })
+        }
     };
-    if let Some(frame) = refusal {
+    if let Some(frame) = closing {
         let _ = to_client.send(Message::Close(Some(frame))).await;
     }
     let _ = to_client.close().await;

@@ -8,7 +8,7 @@ use super::clock::{Millis, SharedClock};
 use std::collections::VecDeque;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -25,9 +25,13 @@ pub enum Try<T, E> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused<E> {
     /// `max_waiting` requests were already waiting.
-    Full { retry_at: Option<Millis> },
+    Full {
+        retry_at: Option<Millis>,
+    },
     /// No capacity within `max_wait` (or it is known to come later).
-    TimedOut { retry_at: Option<Millis> },
+    TimedOut {
+        retry_at: Option<Millis>,
+    },
     Failed(E),
 }
 
@@ -142,6 +146,7 @@ mod tests {
     use super::super::clock::ManualClock;
     use super::*;
     use std::sync::atomic::AtomicU32;
+    use std::sync::Arc;
 
     const WAIT: Duration = Duration::from_secs(10);
 

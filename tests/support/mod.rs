@@ -37,6 +37,17 @@ pub async fn start_with(script: Script, upstream_extra: &str, extra: &str) -> Ha
     Harness { mock, gate, http: client() }
 }
 
+/// gemgate in front of `upstream` (a closed port, a hand-written server) instead of the
+/// mock; the harness still carries an idle mock so tests read alike.
+pub async fn start_against(upstream: &str, upstream_extra: &str, extra: &str) -> Harness {
+    capture_logs();
+    let mock = MockServer::spawn(Script::default()).await;
+    let yaml = config_yaml(upstream, upstream_extra, extra);
+    let config = Config::from_yaml(&yaml, Path::new("test.yaml")).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let gate = Running::start(config).await.expect("gemgate starts");
+    Harness { mock, gate, http: client() }
+}
+
 pub fn config_yaml(upstream: &str, upstream_extra: &str, extra: &str) -> String {
     let mut upstream_lines = format!("  base_url: {upstream}\n");
     for line in upstream_extra.lines().filter(|l| !l.trim().is_empty()) {
