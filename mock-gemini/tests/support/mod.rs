@@ -10,7 +10,8 @@ pub const STREAM: &str = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
 pub const BODY: &str = r#"{"contents":[{"role":"user","parts":[{"text":"Hello there, mock"}]}]}"#;
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    // Workspace builds unify reqwest features; this client must see raw encodings.
+    reqwest::Client::builder().no_proxy().no_gzip().build().unwrap()
 }
 
 pub async fn post(up: &MockServer, path: &str, key: &str, body: &str) -> reqwest::Response {
