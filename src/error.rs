@@ -28,6 +28,21 @@ pub enum GateError {
     UpstreamTimeout(Duration),
     #[error("gemgate is shutting down")]
     ShuttingDown,
+    #[error("no key of pool `{pool}` has capacity{} right now; retry in {}s", model_phrase(.model), whole_secs(*.retry_in))]
+    Exhausted { pool: String, model: Option<String>, retry_in: Duration },
+    #[error("too many requests are waiting for pool `{pool}`; retry in {}s", whole_secs(*.retry_in))]
+    QueueFull { pool: String, retry_in: Duration },
+    #[error("every key of pool `{pool}` is disabled ({reasons}); they are probed again every few minutes")]
+    AllKeysDisabled { pool: String, reasons: String, retry_in: Option<Duration> },
+}
+
+fn model_phrase(model: &Option<String>) -> String {
+    model.as_deref().map(|m| format!(" for model `{m}`")).unwrap_or_default()
+}
+
+/// Whole seconds, rounded up, at least 1: what `Retry-After` and `retryDelay` say.
+pub fn whole_secs(d: Duration) -> u64 {
+    (d.as_millis().div_ceil(1000) as u64).max(1)
 }
 
 impl GateError {
@@ -42,6 +57,8 @@ impl GateError {
             Self::UpstreamUnreachable(_) | Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             Self::UpstreamBroken(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
             Self::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED"),
+            Self::Exhausted { .. } | Self::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED"),
+            Self::AllKeysDisabled { .. } => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         }
     }
 
@@ -49,6 +66,8 @@ impl GateError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::ShuttingDown => Some(Duration::from_secs(1)),
+            Self::Exhausted { retry_in, .. } | Self::QueueFull { retry_in, .. } => Some(*retry_in),
+            Self::AllKeysDisabled { retry_in, .. } => *retry_in,
             _ => None,
         }
     }
@@ -65,6 +84,9 @@ impl GateError {
             Self::UpstreamBroken(_) => "upstream_broken",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::ShuttingDown => "shutting_down",
+            Self::Exhausted { .. } => "exhausted",
+            Self::QueueFull { .. } => "queue_full",
+            Self::AllKeysDisabled { .. } => "all_keys_disabled",
         }
     }
 
@@ -78,7 +100,7 @@ impl GateError {
         });
         let retry = self.retry_after();
         if let Some(delay) = retry {
-            let secs = delay.as_secs_f64().ceil().max(1.0) as u64;
+            let secs = whole_secs(delay);
             error["details"] = serde_json::json!([{
                 "@type": "type.googleapis.com/google.rpc.RetryInfo",
                 "retryDelay": format!("{secs}s"),
@@ -90,7 +112,7 @@ impl GateError {
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
         if let Some(delay) = retry {
-            let secs = delay.as_secs_f64().ceil().max(1.0) as u64;
+            let secs = whole_secs(delay);
             headers.insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         response

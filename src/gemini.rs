@@ -233,3 +233,191 @@ mod tests {
         assert_eq!(live_setup_model(br#"{"clientContent":{}}"#), None);
     }
 }
+
+/// What an upstream error body says about keys and quota (SPEC 4): the ErrorInfo reason,
+/// the RetryInfo delay, and the QuotaFailure quota ids.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ErrorFacts {
+    pub reason: Option<String>,
+    pub retry_delay: Option<std::time::Duration>,
+    pub quota_ids: Vec<String>,
+}
+
+impl ErrorFacts {
+    pub fn parse(body: &[u8]) -> ErrorFacts {
+        let mut facts = ErrorFacts::default();
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return facts;
+        };
+        // The OpenAI-compatible surface wraps errors in a one-element array.
+        let error = value.get("error").or_else(|| value.get(0).and_then(|v| v.get("error")));
+        let details = error.and_then(|e| e.get("details")).and_then(|d| d.as_array());
+        for detail in details.into_iter().flatten() {
+            let kind = detail.get("@type").and_then(|t| t.as_str()).unwrap_or("");
+            if kind.ends_with("google.rpc.ErrorInfo") {
+                facts.reason = detail.get("reason").and_then(|r| r.as_str()).map(str::to_string);
+            } else if kind.ends_with("google.rpc.RetryInfo") {
+                facts.retry_delay = detail.get("retryDelay").and_then(|d| d.as_str()).and_then(parse_proto_duration);
+            } else if kind.ends_with("google.rpc.QuotaFailure") {
+                let violations = detail.get("violations").and_then(|v| v.as_array());
+                for v in violations.into_iter().flatten() {
+                    if let Some(id) = v.get("quotaId").and_then(|q| q.as_str()) {
+                        facts.quota_ids.push(id.to_string());
+                    }
+                }
+            }
+        }
+        facts
+    }
+
+    /// A per-day quota ran out (the cooldown lasts until the Pacific midnight).
+    pub fn is_per_day(&self) -> bool {
+        self.quota_ids.iter().any(|id| id.contains("PerDay"))
+    }
+
+    /// The key itself is bad (SPEC 4): 400 API_KEY_INVALID or a key- or project-level 403.
+    /// A 403 about one resource carries no such reason and leaves the key alone.
+    pub fn is_key_level(&self, status: u16) -> bool {
+        let Some(reason) = self.reason.as_deref() else { return false };
+        match status {
+            400 => reason == "API_KEY_INVALID",
+            403 => {
+                reason.starts_with("API_KEY_")
+                    || matches!(
+                        reason,
+                        "SERVICE_DISABLED"
+                            | "CONSUMER_SUSPENDED"
+                            | "BILLING_DISABLED"
+                            | "ACCESS_TOKEN_TYPE_UNSUPPORTED"
+                    )
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `"12s"`, `"1.5s"`, `"0.250s"` (protobuf Duration JSON).
+fn parse_proto_duration(text: &str) -> Option<std::time::Duration> {
+    let secs: f64 = text.strip_suffix('s')?.parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| std::time::Duration::from_secs_f64(secs))
+}
+
+/// Input tokens a request is likely to cost, for charging TPM before the call (SPEC 4);
+/// settled later from `usageMetadata`. About 4 characters a token for text, Google's flat
+/// 258 tokens for each image or file part; unparsable bodies by size.
+pub fn estimate_input_tokens(body: &[u8]) -> u64 {
+    fn walk(v: &serde_json::Value, total: &mut u64) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("text" | "content", serde_json::Value::String(s)) => {
+                            *total += s.chars().count() as u64 / 4 + 1
+                        }
+                        ("inlineData" | "inline_data" | "fileData" | "file_data" | "image_url", _) => *total += 258,
+                        _ => walk(v, total),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, total)),
+            _ => {}
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v) => {
+            let mut total = 0;
+            walk(&v, &mut total);
+            total.max(1)
+        }
+        Err(_) => (body.len() as u64 / 4).max(1),
+    }
+}
+
+/// Finds the input-token count of an answer as it streams by: Gemini's
+/// `"promptTokenCount": N` or OpenAI's `"prompt_tokens": N` (the last one seen wins; a
+/// stream repeats it). Keeps a short tail so a number split across chunks is still read.
+#[derive(Default)]
+pub struct UsageScan {
+    tail: Vec<u8>,
+    pub prompt_tokens: Option<u64>,
+}
+
+impl UsageScan {
+    const FIELDS: [&'static [u8]; 2] = [b"\"promptTokenCount\"", b"\"prompt_tokens\""];
+    const TAIL: usize = 64;
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut joined;
+        let data: &[u8] = if self.tail.is_empty() {
+            chunk
+        } else {
+            joined = std::mem::take(&mut self.tail);
+            joined.extend_from_slice(chunk);
+            &joined
+        };
+        for field in Self::FIELDS {
+            for at in memmem::find_iter(data, field) {
+                let rest = &data[at + field.len()..];
+                let rest =
+                    rest.iter().position(|c| !matches!(c, b':' | b' ' | b'\n' | b'\r' | b'\t')).map(|i| &rest[i..]);
+                if let Some(rest) = rest {
+                    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+                    // A number that runs to the end of the data may continue in the next chunk.
+                    if digits > 0 && digits < rest.len() {
+                        if let Ok(n) = std::str::from_utf8(&rest[..digits]).unwrap_or("").parse() {
+                            self.prompt_tokens = Some(n);
+                        }
+                    }
+                }
+            }
+        }
+        let keep = data.len().min(Self::TAIL);
+        self.tail = data[data.len() - keep..].to_vec();
+    }
+}
+
+#[cfg(test)]
+mod quota_facts_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn reads_error_details() {
+        let body = br#"{"error":{"code":429,"status":"RESOURCE_EXHAUSTED","details":[
+            {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]},
+            {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"37s"}]}}"#;
+        let f = ErrorFacts::parse(body);
+        assert_eq!(f.retry_delay, Some(Duration::from_secs(37)));
+        assert!(f.is_per_day());
+        let invalid = br#"{"error":{"code":400,"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID"}]}}"#;
+        assert!(ErrorFacts::parse(invalid).is_key_level(400));
+        let blocked = br#"{"error":{"code":403,"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_SERVICE_BLOCKED"}]}}"#;
+        assert!(ErrorFacts::parse(blocked).is_key_level(403));
+        let foreign_file = br#"{"error":{"code":403,"message":"You do not have permission to access the File x","status":"PERMISSION_DENIED"}}"#;
+        assert!(!ErrorFacts::parse(foreign_file).is_key_level(403));
+        assert_eq!(parse_proto_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(ErrorFacts::parse(b"<html>"), ErrorFacts::default());
+    }
+
+    #[test]
+    fn estimates_tokens() {
+        let text = format!(r#"{{"contents":[{{"parts":[{{"text":"{}"}}]}}]}}"#, "a".repeat(400));
+        assert_eq!(estimate_input_tokens(text.as_bytes()), 101);
+        let image = r#"{"contents":[{"parts":[{"inlineData":{"mimeType":"image/png","data":"QUJDRA=="}}]}]}"#;
+        assert_eq!(estimate_input_tokens(image.as_bytes()), 258);
+        let openai = r#"{"model":"m","messages":[{"role":"user","content":"abcdefgh"}]}"#;
+        assert_eq!(estimate_input_tokens(openai.as_bytes()), 3);
+    }
+
+    #[test]
+    fn scans_usage_across_chunks() {
+        let mut scan = UsageScan::default();
+        scan.feed(br#"data: {"candidates":[],"usageMetadata":{"promptTokenCo"#);
+        scan.feed(br#"unt": 12"#);
+        scan.feed(br#"34,"candidatesTokenCount":5}}"#);
+        assert_eq!(scan.prompt_tokens, Some(1234));
+        let mut openai = UsageScan::default();
+        openai.feed(br#"{"usage":{"prompt_tokens":7,"completion_tokens":3}}"#);
+        assert_eq!(openai.prompt_tokens, Some(7));
+    }
+}

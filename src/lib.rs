@@ -16,7 +16,9 @@ pub mod snapshot;
 pub mod telemetry;
 
 use config::Config;
+use pool::state::GateState;
 use proxy::service::Gateway;
+use quota::clock::{self, SharedClock};
 use snapshot::Snapshot;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,12 +54,20 @@ impl Listeners {
 /// Serves until `shutdown` resolves, then drains within `shutdown_grace` (SPEC 7).
 pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let grace = config.shutdown_grace;
-    let gateway = Gateway::new(Snapshot::build(config).map_err(RunError::Init)?);
+    let gateway = build_gateway(config, clock::system())?;
     serve(listeners, gateway, grace, shutdown).await;
     Ok(())
 }
 
+fn build_gateway(config: Config, clock: SharedClock) -> Result<Arc<Gateway>, RunError> {
+    let state = Arc::new(GateState::new(clock));
+    let snapshot = Snapshot::build(config, &state).map_err(RunError::Init)?;
+    Ok(Gateway::new(snapshot, state))
+}
+
 async fn serve(listeners: Listeners, gateway: Arc<Gateway>, grace: Duration, shutdown: impl Future<Output = ()>) {
+    let stop_probes = tokio_util::sync::CancellationToken::new();
+    let probes = tokio::spawn(pool::probe::run(gateway.clone(), stop_probes.clone()));
     let (stop_admin, admin_stopped) = oneshot::channel::<()>();
     let admin = tokio::spawn(admin::serve(listeners.admin, gateway.clone(), async {
         let _ = admin_stopped.await;
@@ -70,6 +80,8 @@ async fn serve(listeners: Listeners, gateway: Arc<Gateway>, grace: Duration, shu
     proxy::server::serve(listeners.proxy, gateway, shutdown, grace).await;
     let _ = stop_admin.send(());
     let _ = admin.await;
+    stop_probes.cancel();
+    let _ = probes.await;
 }
 
 /// A gemgate running on a spawned task: for tests, benchmarks and `gemgate demo`.
@@ -83,8 +95,13 @@ pub struct Running {
 impl Running {
     /// Binds the config's addresses (port 0 allowed) and starts serving.
     pub async fn start(config: Config) -> Result<Running, RunError> {
+        Running::start_with_clock(config, clock::system()).await
+    }
+
+    /// Like `start`, with quotas, cooldowns and probes on `clock` (tests drive it).
+    pub async fn start_with_clock(config: Config, clock: SharedClock) -> Result<Running, RunError> {
         let grace = config.shutdown_grace;
-        let gateway = Gateway::new(Snapshot::build(config.clone()).map_err(RunError::Init)?);
+        let gateway = build_gateway(config.clone(), clock)?;
         let listeners = Listeners::bind(&config).await?;
         let addr = listeners.proxy.local_addr().map_err(|e| RunError::Init(e.to_string()))?;
         let admin_addr = listeners.admin.local_addr().map_err(|e| RunError::Init(e.to_string()))?;

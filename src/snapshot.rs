@@ -4,7 +4,9 @@
 
 use crate::auth::ClientAuth;
 use crate::config::Config;
-use crate::pool::Pools;
+use crate::error::GateError;
+use crate::pool::state::GateState;
+use crate::pool::{KeyPool, Pools};
 use crate::proxy::forward::Upstream;
 
 pub struct Snapshot {
@@ -15,12 +17,19 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn build(config: Config) -> Result<Snapshot, String> {
+    /// Builds everything from `config`; keys and projects pick up their kept state.
+    pub fn build(config: Config, state: &GateState) -> Result<Snapshot, String> {
         Ok(Snapshot {
             auth: ClientAuth::new(&config.clients),
-            pools: Pools::new(&config.pools)?,
+            pools: Pools::new(&config.pools, state)?,
             upstream: Upstream::new(&config.upstream)?,
             config,
         })
+    }
+
+    /// The pool that serves requests until routing rules exist.
+    pub fn default_pool(&self) -> Result<&KeyPool, GateError> {
+        let name = &self.config.default_pool;
+        self.pools.get(name).ok_or_else(|| GateError::BadRequest(format!("no pool named `{name}`")))
     }
 }

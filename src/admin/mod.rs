@@ -1,10 +1,14 @@
-//! The admin listener (SPEC 7): `/healthz` (alive) and `/readyz` (config loaded, a key
-//! usable, not shutting down). Metrics and `/admin/*` join with later issues.
+//! The admin listener (SPEC 7): `/healthz` (alive), `/readyz` (config loaded, a key
+//! usable, not shutting down) and `/admin/keys` (behind `admin.token` when set). Metrics
+//! join with a later issue.
+
+mod keys;
 
 use crate::proxy::body::GateBody;
 use crate::proxy::service::Gateway;
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -41,13 +45,39 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: impl 
 }
 
 fn answer(gateway: &Gateway, request: &Request<Incoming>) -> Response<GateBody> {
-    let (status, text) = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") if gateway.is_ready() => (StatusCode::OK, "ready\n"),
-        (&Method::GET, "/readyz") => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        _ => (StatusCode::NOT_FOUND, "not found\n"),
-    };
-    let mut response = Response::new(GateBody::full(Bytes::from_static(text.as_bytes())));
+    let path = request.uri().path();
+    if path.starts_with("/admin/") && !authorized(gateway, request) {
+        return text(StatusCode::UNAUTHORIZED, "admin token required: Authorization: Bearer <admin.token>\n");
+    }
+    match (request.method(), path) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") if gateway.is_ready() => text(StatusCode::OK, "ready\n"),
+        (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        (&Method::GET, "/admin/keys") => {
+            let mut response = Response::new(GateBody::full(Bytes::from(keys::render(gateway))));
+            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            response
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<GateBody> {
+    let mut response = Response::new(GateBody::full(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response
+}
+
+/// `Authorization: Bearer <admin.token>` when a token is set; compared in constant time.
+fn authorized(gateway: &Gateway, request: &Request<Incoming>) -> bool {
+    let snapshot = gateway.snapshot();
+    let Some(token) = &snapshot.config.admin.token else { return true };
+    let given = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (a, b) = (given.as_bytes(), token.expose().as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -30,6 +30,37 @@ pub struct Config {
     /// The pool that takes traffic until routing rules exist: `default`, or the only pool.
     pub default_pool: String,
     pub admin: AdminConfig,
+    pub queue: QueueConfig,
+    pub retry: RetryConfig,
+    pub health: HealthConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// How long a request waits for a key with capacity before its 429.
+    pub max_wait: Duration,
+    /// Requests waiting at once; beyond it, 429 at once.
+    pub max_waiting: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Upstream attempts in all (the first included).
+    pub attempts: u32,
+    /// Upstream statuses retried on another key.
+    pub on: Vec<u16>,
+    /// Larger request bodies stream and are not retried.
+    pub max_body: u64,
+    /// All bodies kept for retries together.
+    pub buffer_budget: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// How often disabled keys are probed.
+    pub probe_interval: Duration,
+    /// Cooldown after a 429 that sent no RetryInfo.
+    pub cooldown_default: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +103,9 @@ pub struct ClientToken {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     RoundRobin,
+    /// Fewest requests in flight.
+    LeastLoaded,
+    Random,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +113,9 @@ pub struct PoolConfig {
     pub name: String,
     pub keys: Vec<KeyConfig>,
     pub strategy: Strategy,
+    /// Concurrent upstream calls per key.
+    pub max_in_flight_per_key: u32,
+    pub limits: crate::quota::limits::LimitTable,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +130,8 @@ pub struct KeyConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Bearer token for `/admin/*`; required on a non-loopback listener.
+    pub token: Option<Secret>,
 }
 
 /// One problem in a config file.

@@ -17,6 +17,37 @@ pub struct RawConfig {
     /// Ordered by name; the order of pools never changes behaviour.
     pub pools: Option<BTreeMap<String, RawPool>>,
     pub admin: Option<RawAdmin>,
+    pub queue: Option<RawQueue>,
+    pub retry: Option<RawRetry>,
+    pub health: Option<RawHealth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawQueue {
+    pub max_wait: Option<String>,
+    pub max_waiting: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRetry {
+    pub attempts: Option<u32>,
+    pub on: Option<Vec<u16>>,
+    pub max_body: Option<String>,
+    pub buffer_budget: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawHealth {
+    pub probe_interval: Option<String>,
+    pub cooldown_default: Option<String>,
+}
+
+/// `{ rpm, tpm, rpd }`; an omitted one is unlimited.
+#[derive(Debug, Default, Deserialize)]
+pub struct RawLimit {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub rpd: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +77,9 @@ pub struct RawClientToken {
 pub struct RawPool {
     pub keys: Option<Vec<RawKeyEntry>>,
     pub strategy: Option<String>,
+    pub max_in_flight_per_key: Option<u32>,
+    /// `default` and model names or globs.
+    pub limits: Option<BTreeMap<String, RawLimit>>,
 }
 
 /// One entry of `pools.*.keys`, in any of SPEC 3's forms: `{ id, key, project }` (one key),
@@ -62,4 +96,5 @@ pub struct RawKeyEntry {
 #[derive(Debug, Default, Deserialize)]
 pub struct RawAdmin {
     pub listen: Option<String>,
+    pub token: Option<SecretSource>,
 }

@@ -7,6 +7,7 @@ use super::schema::{RawConfig, RawKeyEntry, RawPool};
 use super::secret::{Secret, SecretSource};
 use super::units::{parse_duration, parse_size};
 use super::*;
+use crate::quota::limits::{Limit, LimitTable};
 use std::collections::{HashMap, HashSet};
 use std::net::ToSocketAddrs;
 
@@ -57,11 +58,83 @@ pub fn validate(raw: RawConfig, base_dir: &Path, errors: &mut Errors) -> Option<
     let clients = validate_clients(raw.clients.unwrap_or_default(), listen, errors);
     let pools = validate_pools(raw.pools, base_dir, errors);
     let default_pool = choose_default_pool(&pools, errors);
-    let admin_listen = raw.admin.and_then(|a| a.listen);
-    let admin = AdminConfig {
-        listen: parse_addr(errors, "admin.listen", admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN)),
+    let admin = validate_admin(raw.admin.unwrap_or_default(), errors);
+    let raw_queue = raw.queue.unwrap_or_default();
+    let queue = QueueConfig {
+        max_wait: errors.duration("queue.max_wait", raw_queue.max_wait, Duration::from_secs(10)),
+        max_waiting: raw_queue.max_waiting.unwrap_or(1000),
     };
-    Some(Config { listen, upstream, shutdown_grace, clients, pools, default_pool, admin })
+    let retry = validate_retry(raw.retry.unwrap_or_default(), errors);
+    let raw_health = raw.health.unwrap_or_default();
+    let health = HealthConfig {
+        probe_interval: errors.duration("health.probe_interval", raw_health.probe_interval, Duration::from_secs(300)),
+        cooldown_default: errors.duration(
+            "health.cooldown_default",
+            raw_health.cooldown_default,
+            Duration::from_secs(60),
+        ),
+    };
+    if health.probe_interval.is_zero() {
+        errors.push("health.probe_interval", "must be longer than 0".into());
+    }
+    Some(Config { listen, upstream, shutdown_grace, clients, pools, default_pool, admin, queue, retry, health })
+}
+
+fn validate_admin(raw: super::schema::RawAdmin, errors: &mut Errors) -> AdminConfig {
+    let listen = parse_addr(errors, "admin.listen", raw.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN));
+    let token = raw.token.and_then(|source| resolve(errors, "admin.token", &source));
+    if token.is_none() && !listen.ip().is_loopback() {
+        errors.push("admin.token", format!("a token is required when the admin listener ({listen}) is not loopback"));
+    }
+    AdminConfig { listen, token }
+}
+
+fn validate_retry(raw: super::schema::RawRetry, errors: &mut Errors) -> RetryConfig {
+    let size = |errors: &mut Errors, field: &str, value: Option<String>, default: u64| match value {
+        Some(v) => errors.check(field, parse_size(&v), default),
+        None => default,
+    };
+    let attempts = raw.attempts.unwrap_or(3);
+    if attempts == 0 {
+        errors.push("retry.attempts", "must be at least 1 (the first attempt counts)".into());
+    }
+    let on = raw.on.unwrap_or_else(|| vec![429, 500, 503]);
+    for (i, status) in on.iter().enumerate() {
+        if !(400..600).contains(status) {
+            errors.push(&format!("retry.on[{i}]"), format!("{status} is not an error status (400-599)"));
+        }
+    }
+    RetryConfig {
+        attempts: attempts.max(1),
+        on,
+        max_body: size(errors, "retry.max_body", raw.max_body, 20 << 20),
+        buffer_budget: size(errors, "retry.buffer_budget", raw.buffer_budget, 512 << 20),
+    }
+}
+
+fn validate_limits(
+    field: &str,
+    raw: Option<std::collections::BTreeMap<String, super::schema::RawLimit>>,
+    errors: &mut Errors,
+) -> LimitTable {
+    let mut table = LimitTable::default();
+    for (pattern, l) in raw.unwrap_or_default() {
+        for (name, value) in [("rpm", l.rpm), ("tpm", l.tpm), ("rpd", l.rpd)] {
+            if value == Some(0) {
+                errors.push(
+                    &format!("{field}.{pattern}.{name}"),
+                    "0 would refuse every call: omit it for unlimited".into(),
+                );
+            }
+        }
+        let limit = Limit { rpm: l.rpm, tpm: l.tpm, rpd: l.rpd };
+        if pattern == "default" {
+            table.default = limit;
+        } else {
+            table.rules.push((pattern, limit));
+        }
+    }
+    table
 }
 
 fn parse_addr(errors: &mut Errors, field: &str, text: &str) -> SocketAddr {
@@ -182,11 +255,21 @@ fn validate_pools(
         let field = format!("pools.{name}");
         let strategy = match pool.strategy.as_deref() {
             None | Some("round_robin") => Strategy::RoundRobin,
+            Some("least_loaded") => Strategy::LeastLoaded,
+            Some("random") => Strategy::Random,
             Some(other) => {
-                errors.push(&format!("{field}.strategy"), format!("`{other}` is not supported (round_robin)"));
+                errors.push(
+                    &format!("{field}.strategy"),
+                    format!("`{other}` is not one of: round_robin, least_loaded, random"),
+                );
                 Strategy::RoundRobin
             }
         };
+        let max_in_flight_per_key = pool.max_in_flight_per_key.unwrap_or(64);
+        if max_in_flight_per_key == 0 {
+            errors.push(&format!("{field}.max_in_flight_per_key"), "must be at least 1".into());
+        }
+        let limits = validate_limits(&format!("{field}.limits"), pool.limits, errors);
         let entries = pool.keys.unwrap_or_default();
         let written = entries.len();
         let mut keys = Vec::new();
@@ -196,7 +279,7 @@ fn validate_pools(
         if written == 0 {
             errors.push(&format!("{field}.keys"), format!("pool `{name}` has no keys"));
         }
-        pools.push(PoolConfig { name, keys, strategy });
+        pools.push(PoolConfig { name, keys, strategy, max_in_flight_per_key: max_in_flight_per_key.max(1), limits });
     }
     check_unique_keys(&pools, errors);
     pools
@@ -213,7 +296,13 @@ fn pools_from_env(errors: &mut Errors) -> Vec<PoolConfig> {
         );
         return Vec::new();
     }
-    let pools = vec![PoolConfig { name: "default".into(), keys, strategy: Strategy::RoundRobin }];
+    let pools = vec![PoolConfig {
+        name: "default".into(),
+        keys,
+        strategy: Strategy::RoundRobin,
+        max_in_flight_per_key: 64,
+        limits: LimitTable::default(),
+    }];
     check_unique_keys(&pools, errors);
     pools
 }

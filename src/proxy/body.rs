@@ -18,10 +18,6 @@ use tokio::time::{Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Request bodies with a known length up to this are read whole before forwarding, so the
-/// request can be inspected (models, pinned resources) and, later, retried.
-pub const BUFFER_MAX: u64 = 20 << 20;
-
 /// A relayed body stopped: the client's response is cut off with this as the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -190,6 +186,14 @@ impl ForwardBody {
         ForwardBody::Buffered { data: None }
     }
 
+    /// The bytes when the body was read whole, shared (for sending again).
+    pub fn shared_bytes(&self) -> Option<Bytes> {
+        match self {
+            ForwardBody::Buffered { data } => Some(data.clone().unwrap_or_default()),
+            _ => None,
+        }
+    }
+
     /// The bytes when the body was read whole.
     pub fn bytes(&self) -> Option<&[u8]> {
         match self {
@@ -240,13 +244,13 @@ pub enum Intake {
     StreamUnlimited,
 }
 
-/// Chooses how to take in a body of declared length `declared` (None: chunked).
-pub fn intake(declared: Option<u64>, limit: u64, exempt: bool, must_inspect: bool) -> Intake {
+/// Chooses how to take in a body of declared length `declared` (None: chunked); `keep`:
+/// it is to be read whole (kept for retries and inspection).
+pub fn intake(declared: Option<u64>, limit: u64, exempt: bool, keep: bool) -> Intake {
     match declared {
         _ if exempt => Intake::StreamUnlimited,
         Some(n) if n > limit => Intake::TooLarge,
-        Some(n) if n <= BUFFER_MAX => Intake::Buffer,
-        _ if must_inspect => Intake::Buffer,
+        _ if keep => Intake::Buffer,
         _ => Intake::Stream,
     }
 }

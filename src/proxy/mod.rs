@@ -1,6 +1,7 @@
 //! The proxy: the request pipeline (`service`), its two legs (`forward` upstream, `body`
 //! both ways), header rules, WebSocket and upload specifics, and the accept loop.
 
+pub mod attempt;
 pub mod body;
 pub mod forward;
 pub mod headers;

@@ -58,6 +58,8 @@ pub struct ProjectQuota {
 
 /// One admitted model call's share of the quota, to refund or settle.
 pub struct Charge {
+    /// A TPM limit applies: the estimate is worth settling.
+    pub tracks_tokens: bool,
     state: Arc<Mutex<ModelState>>,
     window: WindowCharge,
     at: Millis,
@@ -85,6 +87,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl ProjectQuota {
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
     fn model(&self, model: &str) -> Arc<Mutex<ModelState>> {
         if let Some(state) = self.models.read().unwrap_or_else(|e| e.into_inner()).get(model) {
             return state.clone();
@@ -104,12 +110,13 @@ impl ProjectQuota {
             .clone()
     }
 
-    /// Charges one call of `model` with an estimate of its input tokens, or says when it
-    /// could succeed.
-    pub fn try_charge(&self, model: &str, tokens: u64) -> Result<Charge, NoRoom> {
+    /// Charges one call of `model` with an estimate of its input tokens (asked for only
+    /// when a TPM limit needs it), or says when it could succeed.
+    pub fn try_charge(&self, model: &str, estimate: &dyn Fn() -> u64) -> Result<Charge, NoRoom> {
         let now = self.clock.now();
         let state = self.model(model);
         let mut s = lock(&state);
+        let tokens = if s.limit.tpm.is_some() { estimate() } else { 0 };
         if let Some(cooldown) = s.cooldown {
             if cooldown.until > now {
                 return Err(NoRoom { retry_at: cooldown.until });
@@ -127,24 +134,7 @@ impl ProjectQuota {
         let window = s.window.charge(now, charged);
         s.day.charge(now);
         drop(s);
-        Ok(Charge { state, window, at: now, clock: self.clock.clone() })
-    }
-
-    /// When `model` could take one more call now (`None`: it can).
-    pub fn next_room(&self, model: &str, tokens: u64) -> Option<Millis> {
-        let now = self.clock.now();
-        let state = self.model(model);
-        let mut s = lock(&state);
-        let limit = s.limit;
-        let mut at = now;
-        if let Some(c) = s.cooldown.filter(|c| c.until > now) {
-            at = at.max(c.until);
-        }
-        if !s.day.has_room(now, limit.rpd) {
-            at = at.max(s.day.ends(now));
-        }
-        at = at.max(s.window.next_room(now, limit.rpm, limit.tpm, tokens));
-        (at > now).then_some(at)
+        Ok(Charge { tracks_tokens: limit.tpm.is_some(), state, window, at: now, clock: self.clock.clone() })
     }
 
     /// Cools `model` for this project until `until` (SPEC 4: an upstream 429).
@@ -266,10 +256,10 @@ mod tests {
         let a = book.project("p", table(2, 100));
         let b = book.project("p", table(2, 100));
         assert!(Arc::ptr_eq(&a, &b));
-        a.try_charge("m", 1).unwrap();
-        b.try_charge("m", 1).unwrap();
-        assert!(a.try_charge("m", 1).is_err());
-        assert!(a.try_charge("other-model", 1).is_ok(), "limits are per model");
+        a.try_charge("m", &|| 1).unwrap();
+        b.try_charge("m", &|| 1).unwrap();
+        assert!(a.try_charge("m", &|| 1).is_err());
+        assert!(a.try_charge("other-model", &|| 1).is_ok(), "limits are per model");
     }
 
     #[test]
@@ -278,20 +268,19 @@ mod tests {
         let p = book.project("p", Arc::new(LimitTable::default()));
         let until = clock.now() + 30_000;
         p.cool("m", until, CooldownCause::PerMinute);
-        assert_eq!(p.try_charge("m", 0).err(), Some(NoRoom { retry_at: until }));
-        assert_eq!(p.next_room("m", 0), Some(until));
+        assert_eq!(p.try_charge("m", &|| 0).err(), Some(NoRoom { retry_at: until }));
         clock.advance(Duration::from_secs(30));
-        assert!(p.try_charge("m", 0).is_ok());
+        assert!(p.try_charge("m", &|| 0).is_ok());
     }
 
     #[test]
     fn refunds_and_settles() {
         let (_clock, book) = book();
         let p = book.project("p", table(1, 1));
-        let c = p.try_charge("m", 900).unwrap();
-        assert!(p.try_charge("m", 1).is_err());
+        let c = p.try_charge("m", &|| 900).unwrap();
+        assert!(p.try_charge("m", &|| 1).is_err());
         c.refund();
-        let c = p.try_charge("m", 900).unwrap();
+        let c = p.try_charge("m", &|| 900).unwrap();
         c.settle(10);
         let usage = p.usage();
         assert_eq!(usage[0].tokens_this_minute, 10);
@@ -303,10 +292,10 @@ mod tests {
     fn a_reload_changes_limits_in_place() {
         let (_clock, book) = book();
         let p = book.project("p", table(1, 100));
-        p.try_charge("m", 1).unwrap();
-        assert!(p.try_charge("m", 1).is_err());
+        p.try_charge("m", &|| 1).unwrap();
+        assert!(p.try_charge("m", &|| 1).is_err());
         book.project("p", table(5, 100));
-        assert!(p.try_charge("m", 1).is_ok(), "the new limit applies, the count is kept");
+        assert!(p.try_charge("m", &|| 1).is_ok(), "the new limit applies, the count is kept");
         assert_eq!(p.usage()[0].requests_this_minute, 2);
     }
 }
