@@ -87,7 +87,8 @@ impl KeyPool {
         Try::Wait(if busy { None } else { earliest })
     }
 
-    fn all_disabled(&self) -> Unavailable {
+    /// Every key's reason for being disabled, and the next probe (call when none is usable).
+    pub fn all_disabled(&self) -> Unavailable {
         let mut reasons: Vec<String> = Vec::new();
         let mut next_probe: Option<Millis> = None;
         for d in self.keys.iter().filter_map(|k| k.health.disabled()) {

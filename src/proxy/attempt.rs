@@ -151,6 +151,13 @@ pub async fn run(
         }
         last = Some(Failure::Answer(response_parts, raw));
     }
+    // SPEC 2: with every key disabled the answer is 503, not the last key's own 400/403,
+    // which a client would read as a fault of its own credential.
+    if matches!(last, Some(Failure::Answer(..))) && call.pinned.is_none() && !pool.has_usable_key() {
+        if let Unavailable::AllDisabled { reasons, next_probe } = pool.all_disabled() {
+            return Err(all_disabled(gateway, pool, &reasons, next_probe));
+        }
+    }
     match last {
         Some(Failure::Answer(parts, raw)) => {
             let key = tried.last().and_then(|id| snapshot.pools.key(id)).cloned();
@@ -235,11 +242,7 @@ async fn acquire(
     result.map_err(|refused| match refused {
         Refused::Failed(Unavailable::NoOtherKey) => Acquired::NoOtherKey,
         Refused::Failed(Unavailable::AllDisabled { reasons, next_probe }) => {
-            Acquired::Refused(GateError::AllKeysDisabled {
-                pool: pool.name.to_string(),
-                reasons: reasons.join(", "),
-                retry_in: next_probe.map(|at| retry_in(Some(at))),
-            })
+            Acquired::Refused(all_disabled(gateway, pool, &reasons, next_probe))
         }
         Refused::Full { retry_at } => {
             Acquired::Refused(GateError::QueueFull { pool: pool.name.to_string(), retry_in: retry_in(retry_at) })
@@ -250,6 +253,16 @@ async fn acquire(
             retry_in: retry_in(retry_at),
         }),
     })
+}
+
+/// 503 for a pool whose keys are all disabled, with `Retry-After` at the next probe.
+fn all_disabled(gateway: &Gateway, pool: &KeyPool, reasons: &[String], next_probe: Option<Millis>) -> GateError {
+    let now = gateway.state.clock.now();
+    GateError::AllKeysDisabled {
+        pool: pool.name.to_string(),
+        reasons: reasons.join(", "),
+        retry_in: next_probe.map(|at| Duration::from_millis(at.saturating_sub(now))),
+    }
 }
 
 /// A key for a Live session: healthy and under its in-flight cap (no quota: the session's
