@@ -284,7 +284,7 @@ fn mark(parts: &mut http::response::Parts, key: &Key, call: &Call, attempts: u32
     if let Some(model) = call.model.and_then(|m| HeaderValue::from_str(m).ok()) {
         parts.headers.insert(&X_GEMGATE_MODEL, model);
     }
-    parts.headers.insert(&X_GEMGATE_ATTEMPTS, HeaderValue::from(attempts));
+    parts.headers.insert(&X_GEMGATE_ATTEMPTS, headers::attempts_value(attempts));
 }
 
 fn buffered_answer(

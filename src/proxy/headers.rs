@@ -81,10 +81,13 @@ pub fn strip_key_param(query: &str) -> Cow<'_, str> {
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if let Some(connection) = headers.get(header::CONNECTION) {
         if let Ok(list) = connection.to_str() {
+            // `keep-alive`, `close` and `upgrade` are the usual tokens: the first is removed
+            // below anyway, the others name no header; only other names need removing.
             let named: Vec<HeaderName> = list
                 .split(',')
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                .filter(|n| !(keep_upgrade && n == header::UPGRADE))
+                .map(str::trim)
+                .filter(|t| !["keep-alive", "close", "upgrade"].iter().any(|k| t.eq_ignore_ascii_case(k)))
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
                 .collect();
             for name in named {
                 headers.remove(name);
@@ -111,10 +114,27 @@ pub fn to_upstream(headers: &mut HeaderMap, key: &HeaderValue, upgrade: bool) {
     headers.insert(X_GOOG_API_KEY.clone(), key.clone());
 }
 
-/// A fresh request id: 16 hex digits.
+/// A fresh request id: 16 hex digits, written without a format string (every request
+/// that brings none gets one).
 pub fn new_request_id() -> HeaderValue {
-    let id = format!("{:016x}", fastrand::u64(..));
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u64(..);
+    let mut id = [0u8; 16];
+    for digit in id.iter_mut().rev() {
+        *digit = HEX[(n & 15) as usize];
+        n >>= 4;
+    }
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// `x-gemgate-attempts` for `n`, static for the usual counts.
+pub fn attempts_value(n: u32) -> HeaderValue {
+    match n {
+        1 => HeaderValue::from_static("1"),
+        2 => HeaderValue::from_static("2"),
+        3 => HeaderValue::from_static("3"),
+        n => HeaderValue::from(n),
+    }
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ impl Gateway {
         };
         response.headers_mut().insert(&X_REQUEST_ID, request_id);
         if log.attempts > 0 && !response.headers().contains_key(&X_GEMGATE_ATTEMPTS) {
-            response.headers_mut().insert(&X_GEMGATE_ATTEMPTS, HeaderValue::from(log.attempts));
+            response.headers_mut().insert(&X_GEMGATE_ATTEMPTS, headers::attempts_value(log.attempts));
         }
         log.finish(response.status(), started.elapsed());
         response
