@@ -279,3 +279,20 @@ async fn with_every_key_disabled_the_answer_is_503_and_readyz_fails() {
     assert_eq!(h.readyz().await, 200);
     assert_eq!(generate(&h).await.0, 200);
 }
+
+#[tokio::test]
+async fn every_key_cooling_gives_a_429_with_the_earliest_end() {
+    let clock = ManualClock::starting_at(CLOCK_START);
+    let cool = |secs| KeyScript::default().quota_after(0).retry_delay(Duration::from_secs(secs));
+    let script = Script::default().with_key(KEY_A, cool(30)).with_key(KEY_B, cool(45));
+    let h = start_clocked(script, "", clock.clone()).await;
+    let (status, headers, body) = generate(&h).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(h.mock.count(), 2, "one attempt on each key, then no key has capacity");
+    // Not the upstream's last 429 (45 s on key-b) but gemgate's: the earliest key back.
+    assert_eq!(header(&headers, "retry-after"), "30", "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED");
+    assert_eq!(v["error"]["details"][0]["retryDelay"], "30s");
+    assert!(v["error"]["message"].as_str().unwrap().contains("no key of pool"), "{body}");
+}

@@ -54,6 +54,12 @@ enum Failure {
     Error(GateError),
 }
 
+impl Failure {
+    fn is_quota(&self) -> bool {
+        matches!(self, Failure::Answer(parts, _) if parts.status == StatusCode::TOO_MANY_REQUESTS)
+    }
+}
+
 pub async fn run(
     gateway: &Gateway,
     snapshot: &Snapshot,
@@ -77,8 +83,16 @@ pub async fn run(
     while attempt < max_attempts {
         let mut permit = match acquire(gateway, snapshot, pool, call.pinned.as_ref(), &demand, &tried).await {
             Ok(permit) => permit,
+            // Every key answered 429 and now cools: wait for the first back like any
+            // request would (up to `queue.max_wait`), or answer when it will be.
+            Err(Acquired::NoOtherKey) if last.as_ref().is_some_and(Failure::is_quota) && !tried.is_empty() => {
+                tried.clear();
+                continue;
+            }
             Err(Acquired::NoOtherKey) => break,
-            Err(Acquired::Refused(e)) if last.is_none() => return Err(e),
+            // After a 429 the refusal says better when capacity returns (SPEC 4: keys
+            // cooling → 429 with the earliest end); after other failures the last stands.
+            Err(Acquired::Refused(e)) if last.as_ref().is_none_or(Failure::is_quota) => return Err(e),
             Err(Acquired::Refused(_)) => break,
         };
         attempt += 1;
@@ -194,13 +208,7 @@ fn decoded(headers: &http::HeaderMap, raw: &Bytes) -> Bytes {
     if !gzip {
         return raw.clone();
     }
-    use std::io::Read;
-    let mut out = Vec::new();
-    let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(ERROR_BODY_MAX);
-    match decoder.read_to_end(&mut out) {
-        Ok(_) => Bytes::from(out),
-        Err(_) => Bytes::new(),
-    }
+    body::gunzip(raw, ERROR_BODY_MAX).map(Bytes::from).unwrap_or_default()
 }
 
 enum Acquired {
@@ -368,13 +376,8 @@ impl BodyObserver for Tap {
     }
 
     fn end(&mut self) {
-        if let Some(gz) = self.gzip_seen.take() {
-            use std::io::Read;
-            let mut plain = Vec::new();
-            let mut decoder = flate2::read::GzDecoder::new(&gz[..]).take(CREATED_NAME_SCAN_MAX as u64);
-            if decoder.read_to_end(&mut plain).is_ok() {
-                self.see(&plain);
-            }
+        if let Some(plain) = self.gzip_seen.take().and_then(|gz| body::gunzip(&gz, CREATED_NAME_SCAN_MAX as u64)) {
+            self.see(&plain);
         }
         if let (Some(permit), Some(tokens)) = (&self.permit, self.usage.as_ref().and_then(|u| u.prompt_tokens)) {
             permit.settle(tokens);

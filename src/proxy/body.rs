@@ -271,6 +271,14 @@ pub enum ReadError {
     Client(String),
 }
 
+/// A decoded copy of a gzip body, at most `max` bytes of it (`None` if it is not gzip).
+pub fn gunzip(data: &[u8], max: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(data).take(max).read_to_end(&mut plain).ok()?;
+    Some(plain)
+}
+
 /// True when `err`'s chain holds the request-body limit error (a streamed body crossed it).
 pub fn is_body_limit(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(err);
