@@ -275,3 +275,21 @@ def test_admin_health_endpoints(stack):
     with raw_client(base_url=stack.admin_url, timeout=5.0) as c:
         assert c.get("/healthz").status_code == 200
         assert c.get("/readyz").status_code == 200
+
+
+def test_admin_keys_name_ids_only(stack):
+    """/admin/keys lists every key by id with its usage, never its value (SPEC §7)."""
+    with stack.raw() as c:  # one proxied call, so there is usage to show
+        r = c.post(f"/v1beta/models/{MODEL}:countTokens", headers={"x-goog-api-key": CLIENT_TOKEN},
+                   json={"contents": [{"parts": [{"text": "count me"}]}]})
+        stack.saw(r.content)
+        assert r.status_code == 200, r.text[:300]
+    with raw_client(base_url=stack.admin_url, timeout=5.0) as c:
+        k = c.get("/admin/keys")
+        stack.saw(k.text)
+        assert k.status_code == 200, k.text[:300]
+        keys = {entry["id"]: entry for entry in k.json()["keys"]}
+        assert set(keys) == {"key-a", "key-b"}, k.text[:500]
+        assert all(entry["state"] == "active" for entry in keys.values())
+        used = [m for entry in keys.values() for m in entry["models"] if m["model"] == MODEL]
+        assert sum(m["requests_today"] for m in used) == 1, k.text[:500]
