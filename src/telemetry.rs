@@ -39,6 +39,8 @@ pub struct AccessLog {
     pub key: Option<Arc<str>>,
     pub attempts: u32,
     pub error: Option<&'static str>,
+    /// `hit`, `miss` or `bypass` (SPEC 5), `-` before the cache was asked.
+    pub cache: &'static str,
 }
 
 impl AccessLog {
@@ -59,6 +61,25 @@ impl AccessLog {
             key: None,
             attempts: 0,
             error: None,
+            cache: "-",
+        }
+    }
+
+    /// A log that writes nothing: for work done on behalf of other requests (a shared
+    /// upstream call), whose own lines are written by those requests.
+    pub fn detached() -> AccessLog {
+        AccessLog {
+            enabled: false,
+            started: Instant::now(),
+            request_id: String::new(),
+            method: Method::GET,
+            path: String::new(),
+            client: None,
+            model: None,
+            key: None,
+            attempts: 0,
+            error: None,
+            cache: "-",
         }
     }
 
@@ -81,6 +102,7 @@ impl AccessLog {
             key = self.key.as_deref().unwrap_or("-"),
             status = status.as_u16(),
             attempts = self.attempts,
+            cache = self.cache,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             error = self.error.unwrap_or("-"),
             "request"

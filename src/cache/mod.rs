@@ -5,6 +5,7 @@
 //! hyper types: the service hands it keys and answers and asks it for a `Decision`.
 
 pub mod answer;
+pub mod flight;
 pub mod key;
 pub mod memory;
 pub mod redis;

@@ -33,6 +33,40 @@ pub struct Config {
     pub queue: QueueConfig,
     pub retry: RetryConfig,
     pub health: HealthConfig,
+    pub cache: CacheConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheBackend {
+    Memory,
+    Redis,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub backend: CacheBackend,
+    pub ttl: Duration,
+    /// Memory backend: all entries together.
+    pub max_bytes: u64,
+    /// Larger answers are not stored.
+    pub max_entry_bytes: u64,
+    /// Redis backend: a memory tier in front (0 = off).
+    pub front_max_bytes: u64,
+    /// `client`: one cache per client token, answers are not shared between clients.
+    pub per_client: bool,
+    pub redis: RedisConfig,
+    /// Methods whose answers are cached (`generateContent`, `chat.completions`, ...).
+    pub methods: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// May hold a password, so it is a secret.
+    pub url: Secret,
+    pub prefix: String,
+    /// Bound on each Redis call; past it the cache is bypassed.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]

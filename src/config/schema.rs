@@ -20,6 +20,26 @@ pub struct RawConfig {
     pub queue: Option<RawQueue>,
     pub retry: Option<RawRetry>,
     pub health: Option<RawHealth>,
+    pub cache: Option<RawCache>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawCache {
+    pub backend: Option<String>,
+    pub ttl: Option<String>,
+    pub max_bytes: Option<String>,
+    pub max_entry_bytes: Option<String>,
+    pub front_max_bytes: Option<String>,
+    pub scope: Option<String>,
+    pub redis: Option<RawRedis>,
+    pub methods: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRedis {
+    pub url: Option<SecretSource>,
+    pub prefix: Option<String>,
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -77,7 +77,78 @@ pub fn validate(raw: RawConfig, base_dir: &Path, errors: &mut Errors) -> Option<
     if health.probe_interval.is_zero() {
         errors.push("health.probe_interval", "must be longer than 0".into());
     }
-    Some(Config { listen, upstream, shutdown_grace, clients, pools, default_pool, admin, queue, retry, health })
+    let cache = validate_cache(raw.cache.unwrap_or_default(), errors);
+    Some(Config { listen, upstream, shutdown_grace, clients, pools, default_pool, admin, queue, retry, health, cache })
+}
+
+/// The methods cached by default (SPEC 3).
+pub const CACHED_METHODS: [&str; 7] = [
+    "generateContent",
+    "streamGenerateContent",
+    "countTokens",
+    "embedContent",
+    "batchEmbedContents",
+    "chat.completions",
+    "embeddings",
+];
+
+fn validate_cache(raw: super::schema::RawCache, errors: &mut Errors) -> CacheConfig {
+    let size = |errors: &mut Errors, field: &str, value: Option<String>, default: u64| match value {
+        Some(v) => errors.check(field, parse_size(&v), default),
+        None => default,
+    };
+    let backend = match raw.backend.as_deref() {
+        None | Some("memory") => CacheBackend::Memory,
+        Some("redis") => CacheBackend::Redis,
+        Some("none") => CacheBackend::None,
+        Some(other) => {
+            errors.push("cache.backend", format!("`{other}` is not one of: memory, redis, none"));
+            CacheBackend::None
+        }
+    };
+    let per_client = match raw.scope.as_deref() {
+        None | Some("shared") => false,
+        Some("client") => true,
+        Some(other) => {
+            errors.push("cache.scope", format!("`{other}` is not one of: shared, client"));
+            false
+        }
+    };
+    let raw_redis = raw.redis.unwrap_or_default();
+    let url = match raw_redis.url {
+        Some(source) => resolve(errors, "cache.redis.url", &source).unwrap_or_else(|| Secret::new("")),
+        None => Secret::new("redis://127.0.0.1:6379/0"),
+    };
+    if backend == CacheBackend::Redis {
+        let scheme_ok =
+            ["redis://", "rediss://", "redis+unix://", "unix://"].iter().any(|s| url.expose().starts_with(s));
+        if !scheme_ok {
+            errors.push("cache.redis.url", "must start with redis:// or rediss://".into());
+        }
+    }
+    let methods = raw.methods.unwrap_or_else(|| CACHED_METHODS.iter().map(|m| m.to_string()).collect());
+    for (i, m) in methods.iter().enumerate() {
+        if !CACHED_METHODS.contains(&m.as_str()) {
+            errors.push(
+                &format!("cache.methods[{i}]"),
+                format!("`{m}` is not a cacheable method ({})", CACHED_METHODS.join(", ")),
+            );
+        }
+    }
+    CacheConfig {
+        backend,
+        ttl: errors.duration("cache.ttl", raw.ttl, Duration::from_secs(3600)),
+        max_bytes: size(errors, "cache.max_bytes", raw.max_bytes, 256 << 20),
+        max_entry_bytes: size(errors, "cache.max_entry_bytes", raw.max_entry_bytes, 8 << 20),
+        front_max_bytes: size(errors, "cache.front_max_bytes", raw.front_max_bytes, 0),
+        per_client,
+        redis: RedisConfig {
+            url,
+            prefix: raw_redis.prefix.unwrap_or_else(|| "gemgate:v1:".into()),
+            timeout: errors.duration("cache.redis.timeout", raw_redis.timeout, Duration::from_millis(50)),
+        },
+        methods,
+    }
 }
 
 fn validate_admin(raw: super::schema::RawAdmin, errors: &mut Errors) -> AdminConfig {

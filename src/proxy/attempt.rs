@@ -34,17 +34,24 @@ const ERROR_BODY_MAX: u64 = 256 << 10;
 const CREATED_NAME_SCAN_MAX: usize = 1 << 20;
 
 /// What the attempts need to know about the request.
-pub struct Call<'a> {
-    /// The model whose quota the call takes (`None`: it takes none).
-    pub quota_model: Option<&'a str>,
-    /// The model called, for `x-gemgate-model`.
-    pub model: Option<&'a str>,
+pub struct Call {
+    /// The model called, for quota and `x-gemgate-model`.
+    pub model: Option<String>,
+    /// The call takes quota for its model (SPEC 4: model methods, OpenAI chat completions
+    /// and embeddings).
+    pub metered: bool,
     /// The request creates something: retried only when the upstream surely did not act.
     pub creates: bool,
     pub streaming: bool,
     /// The body was kept and the request is not pinned: it may go to another key.
     pub retryable: bool,
     pub pinned: Option<Arc<Key>>,
+}
+
+impl Call {
+    fn quota_model(&self) -> Option<&str> {
+        self.model.as_deref().filter(|_| self.metered)
+    }
 }
 
 /// Why one attempt did not end the request.
@@ -66,7 +73,7 @@ pub async fn run(
     pool: &KeyPool,
     parts: http::request::Parts,
     body: ForwardBody,
-    call: &Call<'_>,
+    call: &Call,
     log: &mut AccessLog,
 ) -> Result<Response<GateBody>, GateError> {
     let max_attempts = if call.retryable { snapshot.config.retry.attempts } else { 1 };
@@ -75,7 +82,7 @@ pub async fn run(
     let uri = snapshot.upstream.uri(parts.uri.path(), query.as_deref())?;
     let body_bytes = body.shared_bytes();
     let estimate = || body_bytes.as_deref().map_or(1, gemini::estimate_input_tokens);
-    let demand = Demand { model: call.quota_model, tokens: &estimate };
+    let demand = Demand { model: call.quota_model(), tokens: &estimate };
     let mut body = Some(body);
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut last: Option<Failure> = None;
@@ -147,7 +154,7 @@ pub async fn run(
         let facts = ErrorFacts::parse(&decoded(&response_parts.headers, &raw));
         let key_level = facts.is_key_level(status.as_u16());
         if status == StatusCode::TOO_MANY_REQUESTS {
-            cool(snapshot, &permit.key, call.quota_model, &facts);
+            cool(snapshot, &permit.key, call.quota_model(), &facts);
             permit.refund();
         } else if key_level {
             let now = gateway.state.clock.now();
@@ -289,7 +296,7 @@ pub async fn acquire_unmetered(gateway: &Gateway, snapshot: &Snapshot, pool: &Ke
 fn mark(parts: &mut http::response::Parts, key: &Key, call: &Call, attempts: u32) {
     headers::remove_hop_by_hop(&mut parts.headers, false);
     parts.headers.insert(&X_GEMGATE_KEY, key.id_header().clone());
-    if let Some(model) = call.model.and_then(|m| HeaderValue::from_str(m).ok()) {
+    if let Some(model) = call.model.as_deref().and_then(|m| HeaderValue::from_str(m).ok()) {
         parts.headers.insert(&X_GEMGATE_MODEL, model);
     }
     parts.headers.insert(&X_GEMGATE_ATTEMPTS, headers::attempts_value(attempts));

@@ -124,6 +124,8 @@ pin_project! {
     pub enum GateBody {
         Full { data: Option<Bytes> },
         Relay { #[pin] inner: RelayBody },
+        Replay { inner: super::cached::ReplayBody },
+        Follow { inner: super::cached::FollowBody },
     }
 }
 
@@ -149,6 +151,8 @@ impl Body for GateBody {
         match self.project() {
             GateBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             GateBodyProj::Relay { inner } => inner.poll_frame(cx),
+            GateBodyProj::Replay { inner } => Pin::new(inner).poll_frame(cx),
+            GateBodyProj::Follow { inner } => Pin::new(inner).poll_frame(cx),
         }
     }
 
@@ -156,6 +160,8 @@ impl Body for GateBody {
         match self {
             GateBody::Full { data } => data.is_none(),
             GateBody::Relay { inner } => inner.is_end_stream(),
+            GateBody::Replay { inner } => inner.is_end_stream(),
+            GateBody::Follow { inner } => inner.is_end_stream(),
         }
     }
 
@@ -163,6 +169,8 @@ impl Body for GateBody {
         match self {
             GateBody::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             GateBody::Relay { inner } => inner.size_hint(),
+            GateBody::Replay { inner } => inner.size_hint(),
+            GateBody::Follow { inner } => inner.size_hint(),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 pub static X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
 pub static X_GEMGATE_KEY: HeaderName = HeaderName::from_static("x-gemgate-key");
 pub static X_GEMGATE_MODEL: HeaderName = HeaderName::from_static("x-gemgate-model");
+pub static X_GEMGATE_CACHE: HeaderName = HeaderName::from_static("x-gemgate-cache");
 pub static X_GEMGATE_ATTEMPTS: HeaderName = HeaderName::from_static("x-gemgate-attempts");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_GOOG_UPLOAD_URL: HeaderName = HeaderName::from_static("x-goog-upload-url");

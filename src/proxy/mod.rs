@@ -3,6 +3,8 @@
 
 pub mod attempt;
 pub mod body;
+pub mod cached;
+pub mod caching;
 pub mod forward;
 pub mod headers;
 pub mod server;

@@ -6,9 +6,12 @@
 
 use super::attempt::{self, Call};
 use super::body::{self, ForwardBody, GateBody, Intake, ReadError};
-use super::headers::{self, X_GEMGATE_ATTEMPTS, X_REQUEST_ID};
+use super::caching;
+use super::headers::{self, X_GEMGATE_ATTEMPTS, X_GEMGATE_CACHE, X_REQUEST_ID};
 use super::upgrade;
 use crate::auth::Client;
+use crate::cache::flight::Flights;
+use crate::cache::CacheStats;
 use crate::error::GateError;
 use crate::gemini::{self, CallInfo, Surface};
 use crate::pool::pins::PinStore;
@@ -40,6 +43,9 @@ pub struct Gateway {
     /// Cancelled when the shutdown grace has elapsed: connections and sessions still open
     /// are cut off then (SPEC 7), not left running past `shutdown()`.
     pub(crate) cutoff: CancellationToken,
+    /// Identical cacheable calls in flight (SPEC 5).
+    pub flights: Arc<Flights>,
+    pub cache_stats: Arc<CacheStats>,
 }
 
 impl Gateway {
@@ -53,6 +59,8 @@ impl Gateway {
             retry_budget: Arc::new(Semaphore::new(budget)),
             sessions: TaskTracker::new(),
             cutoff: CancellationToken::new(),
+            flights: Arc::default(),
+            cache_stats: Arc::default(),
         })
     }
 
@@ -91,8 +99,8 @@ impl Gateway {
     }
 
     async fn proxy(
-        &self,
-        snapshot: &Snapshot,
+        self: &Arc<Self>,
+        snapshot: &Arc<Snapshot>,
         request: Request<Incoming>,
         request_id: &HeaderValue,
         log: &mut AccessLog,
@@ -132,23 +140,32 @@ impl Gateway {
             _ => info.model.clone(),
         };
         let pinned = self.pinned_key(snapshot, &info, parts.uri.query(), taken.body.bytes());
-        let call = Call {
+        let metered = match info.surface {
             // SPEC 4: quota applies to calls of a model method and to OpenAI chat
             // completions and embeddings; files, uploads, models list/get take none.
-            quota_model: match info.surface {
-                Surface::OpenAi if info.method.as_deref().is_some_and(gemini::is_generation) => model.as_deref(),
-                Surface::Rest if info.method.is_some() => model.as_deref(),
-                _ => None,
-            },
-            model: model.as_deref(),
+            Surface::OpenAi => info.method.as_deref().is_some_and(gemini::is_generation),
+            Surface::Rest => info.method.is_some(),
+            _ => false,
+        };
+        let call = Call {
+            metered: metered && model.is_some(),
+            model,
             creates: parts.method == Method::POST && !info.method.as_deref().is_some_and(gemini::is_generation),
             streaming: gemini::is_streaming_method(info.method.as_deref()),
             retryable: taken.retryable && pinned.is_none(),
             pinned,
         };
-        let response = attempt::run(self, snapshot, pool, parts, taken.body, &call, log).await;
-        drop(taken.budget);
-        response
+        let request = caching::Request { parts, body: taken.body, call, budget: taken.budget };
+        match caching::key_for(snapshot, &request, &info, &client) {
+            Some((decision, key)) => caching::serve(self, snapshot, request, decision, key, log).await,
+            None => {
+                log.cache = "bypass";
+                let mut response =
+                    attempt::run(self, snapshot, pool, request.parts, request.body, &request.call, log).await?;
+                response.headers_mut().insert(&X_GEMGATE_CACHE, HeaderValue::from_static("bypass"));
+                Ok(response)
+            }
+        }
     }
 
     /// The key a pinned resource lives with (SPEC 2): named in the path, by an upload
@@ -217,7 +234,7 @@ impl Gateway {
 }
 
 /// A request body as taken in, and whether it may be sent more than once.
-struct TakenBody {
+pub struct TakenBody {
     body: ForwardBody,
     retryable: bool,
     /// This body's share of `retry.buffer_budget`, held until the request is answered.

@@ -3,6 +3,8 @@
 //! handles keys runs.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use gemgate::config::Config;
 use gemgate::quota::clock::ManualClock;
 use gemgate::Running;
@@ -102,6 +104,7 @@ pub async fn start_setup(script: Script, setup: Setup<'_>, clock: Arc<ManualCloc
         yaml.push_str(&format!("    {}\n", line.trim()));
     }
     yaml.push_str(setup.extra);
+    yaml.push_str(&no_cache_unless_asked(setup.extra));
     let config = Config::from_yaml(&yaml, Path::new("test.yaml")).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let gate = Running::start_with_clock(config, clock).await.expect("gemgate starts");
     Harness { mock, gate, http: client() }
@@ -119,8 +122,19 @@ pub fn config_yaml(upstream: &str, upstream_extra: &str, extra: &str) -> String 
     }
     format!(
         "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nupstream:\n{upstream_lines}\
-         pools:\n  default:\n    keys:\n      - {{ id: key-a, key: {KEY_A} }}\n      - {{ id: key-b, key: {KEY_B} }}\n{extra}"
+         pools:\n  default:\n    keys:\n      - {{ id: key-a, key: {KEY_A} }}\n      - {{ id: key-b, key: {KEY_B} }}\n{extra}{}",
+        no_cache_unless_asked(extra)
     )
+}
+
+/// Tests of other features send identical requests on purpose and count upstream calls:
+/// they run without the cache unless their config speaks of it.
+fn no_cache_unless_asked(extra: &str) -> String {
+    if extra.contains("cache:") {
+        String::new()
+    } else {
+        "\ncache: { backend: none }\n".to_string()
+    }
 }
 
 pub fn client() -> reqwest::Client {
