@@ -1,5 +1,6 @@
 //! The admin listener (SPEC 7): `/healthz` (alive), `/readyz` (config loaded, a key
-//! usable, not shutting down) and `/admin/keys` (behind `admin.token` when set). Metrics
+//! usable, not shutting down), `/admin/keys` and `/admin/cache` (counters of hits, misses,
+//! bypasses, shared calls, stores and faults), both behind `admin.token` when set. Metrics
 //! join with a later issue.
 
 mod keys;
@@ -53,13 +54,16 @@ fn answer(gateway: &Gateway, request: &Request<Incoming>) -> Response<GateBody> 
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") if gateway.is_ready() => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        (&Method::GET, "/admin/keys") => {
-            let mut response = Response::new(GateBody::full(Bytes::from(keys::render(gateway))));
-            response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
-        }
+        (&Method::GET, "/admin/keys") => json(keys::render(gateway)),
+        (&Method::GET, "/admin/cache") => json(gateway.cache_stats.to_json().to_string()),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+fn json(body: String) -> Response<GateBody> {
+    let mut response = Response::new(GateBody::full(Bytes::from(body)));
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<GateBody> {
