@@ -94,8 +94,9 @@ impl Flight {
         keep
     }
 
+    /// Ends the flight (the first end stands).
     pub fn finish(&self, end: End) {
-        lock(&self.state).end = Some(end);
+        lock(&self.state).end.get_or_insert(end);
         self.changed.notify_waiters();
     }
 
@@ -121,17 +122,30 @@ impl Flight {
         Subscriber { flight: self.clone(), slot }
     }
 
-    /// Waits for the head.
-    pub async fn head(&self) -> Head {
+    /// Waits for the head; `None` when the call ended without one.
+    pub async fn head(&self) -> Option<Head> {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(head) = lock(&self.state).head.clone() {
-                return head;
+            {
+                let s = lock(&self.state);
+                if s.head.is_some() || s.end.is_some() {
+                    return s.head.clone();
+                }
             }
             notified.await;
         }
+    }
+}
+
+/// Ends a flight as broken if its call stops without ending it (a panic, an abort), so no
+/// client waits for it forever.
+pub struct EndGuard(pub Arc<Flight>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.finish(End::Broken);
     }
 }
 
@@ -199,7 +213,11 @@ impl Flights {
     pub fn join(&self, key: CacheKey, max_keep: usize) -> (Arc<Flight>, Subscriber, bool) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(flight) = map.get(&key).and_then(Weak::upgrade) {
-            if !flight.cancel.is_cancelled() && lock(&flight.state).keep_all {
+            let open = {
+                let s = lock(&flight.state);
+                s.keep_all && s.end.is_none()
+            };
+            if open && !flight.cancel.is_cancelled() {
                 let subscriber = flight.subscribe();
                 return (flight, subscriber, false);
             }

@@ -10,7 +10,7 @@ use super::headers::{X_GEMGATE_ATTEMPTS, X_GEMGATE_CACHE, X_GEMGATE_KEY};
 use super::service::Gateway;
 use crate::auth::Client;
 use crate::cache::answer::KEPT_HEADERS;
-use crate::cache::flight::{End, Flight, Head};
+use crate::cache::flight::{End, EndGuard, Flight, Head};
 use crate::cache::key::{cache_key, KeyParts};
 use crate::cache::{CacheKey, CacheStats, CachedAnswer, Decision};
 use crate::error::GateError;
@@ -134,7 +134,10 @@ pub async fn serve(
         CacheStats::count(&stats.joined);
         drop(request);
     }
-    let head = flight.head().await;
+    let head = flight
+        .head()
+        .await
+        .ok_or_else(|| GateError::UpstreamBroken("the shared upstream call ended without an answer".into()))?;
     log.cache = if leader { "miss" } else { "hit" };
     if leader {
         log.attempts = head.attempts;
@@ -181,6 +184,7 @@ fn replay(answer: Arc<CachedAnswer>, decode: bool) -> Response<GateBody> {
 /// The shared upstream call of a flight: runs the attempts, feeds the flight, and stores a
 /// clean 2xx answer. Cancelled when the last client of the flight has gone.
 async fn fly(gateway: Arc<Gateway>, snapshot: Arc<Snapshot>, request: Request, flight: Arc<Flight>, key: CacheKey) {
+    let _ended = EndGuard(flight.clone());
     let cancel = flight.cancel.clone();
     let end = tokio::select! {
         end = pump(&gateway, &snapshot, request, &flight) => end,
