@@ -53,7 +53,7 @@ pub fn key_for(
         Surface::Rest => info.method.clone()?,
         _ => return None,
     };
-    if !config.methods.iter().any(|m| *m == method) {
+    if !config.methods.contains(&method) {
         return None;
     }
     let path = request.parts.uri.path();
