@@ -124,6 +124,9 @@ fn validate_cache(raw: super::schema::RawCache, errors: &mut Errors) -> CacheCon
             ["redis://", "rediss://", "redis+unix://", "unix://"].iter().any(|s| url.expose().starts_with(s));
         if !scheme_ok {
             errors.push("cache.redis.url", "must start with redis:// or rediss://".into());
+        } else if let Err(e) = redis::Client::open(url.expose()) {
+            // The redis crate's message never repeats the URL, so no password leaks here.
+            errors.push("cache.redis.url", format!("not a valid Redis URL: {e}"));
         }
     }
     let methods = raw.methods.unwrap_or_else(|| CACHED_METHODS.iter().map(|m| m.to_string()).collect());
