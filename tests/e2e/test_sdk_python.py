@@ -293,3 +293,27 @@ def test_admin_keys_name_ids_only(stack):
         assert all(entry["state"] == "active" for entry in keys.values())
         used = [m for entry in keys.values() for m in entry["models"] if m["model"] == MODEL]
         assert sum(m["requests_today"] for m in used) == 1, k.text[:500]
+
+
+def test_identical_requests_are_served_from_the_cache(stack):
+    """The second identical call is a cache hit: no upstream call, no key (SPEC 5)."""
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(api_key=CLIENT_TOKEN, http_options=types.HttpOptions(base_url=stack.url, api_version="v1beta"))
+    first = client.models.generate_content(model=MODEL, contents="the cache remembers this")
+    second = client.models.generate_content(model=MODEL, contents="the cache remembers this")
+    stack.saw(first.text, second.text)
+    assert first.text == second.text
+    generated = [r for r in stack.mock_requests() if r["path"].endswith(":generateContent")]
+    assert len(generated) == 1, "the second call was answered by gemgate"
+    with stack.raw() as c:
+        body = {"contents": [{"role": "user", "parts": [{"text": "the cache remembers this"}]}]}
+        r = c.post(f"/v1beta/models/{MODEL}:generateContent", headers={"x-goog-api-key": CLIENT_TOKEN}, json=body)
+        stack.saw(r.content, dict(r.headers))
+        assert r.status_code == 200, r.text[:300]
+        assert r.headers["x-gemgate-cache"] in ("hit", "miss")
+        again = c.post(f"/v1beta/models/{MODEL}:generateContent", headers={"x-goog-api-key": CLIENT_TOKEN}, json=body)
+        stack.saw(again.content, dict(again.headers))
+        assert again.headers["x-gemgate-cache"] == "hit"
+        assert "x-gemgate-key" not in again.headers
