@@ -68,19 +68,7 @@ impl AccessLog {
     /// A log that writes nothing: for work done on behalf of other requests (a shared
     /// upstream call), whose own lines are written by those requests.
     pub fn detached() -> AccessLog {
-        AccessLog {
-            enabled: false,
-            started: Instant::now(),
-            request_id: String::new(),
-            method: Method::GET,
-            path: String::new(),
-            client: None,
-            model: None,
-            key: None,
-            attempts: 0,
-            error: None,
-            cache: "-",
-        }
+        AccessLog { enabled: false, ..AccessLog::start(&HeaderValue::from_static("-"), &Method::GET, "") }
     }
 
     pub fn started(&self) -> Instant {

@@ -35,6 +35,26 @@ impl Gunzip {
     }
 }
 
+/// A chunk as the client gets it: as stored, or decoded (`None`: nothing decoded yet).
+fn client_chunk(gunzip: &mut Option<Gunzip>, chunk: Bytes) -> Option<Result<Bytes, BoxError>> {
+    match gunzip.as_mut() {
+        None => Some(Ok(chunk)),
+        Some(g) => match g.feed(&chunk) {
+            Ok(plain) if plain.is_empty() => None,
+            other => Some(other),
+        },
+    }
+}
+
+/// The end of a body: the decoder's last bytes, if any.
+fn last_frame(gunzip: Option<Gunzip>) -> Option<Result<Frame<Bytes>, BoxError>> {
+    match gunzip.map(|mut g| g.finish()) {
+        Some(Ok(rest)) if !rest.is_empty() => Some(Ok(Frame::data(rest))),
+        Some(Err(e)) => Some(Err(e)),
+        _ => None,
+    }
+}
+
 /// Whether the client's `Accept-Encoding` takes gzip (`gzip;q=0` refuses it).
 pub fn accepts_gzip(headers: &http::HeaderMap) -> bool {
     headers.get_all(http::header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).any(|v| {
@@ -68,25 +88,12 @@ impl Body for ReplayBody {
         let this = &mut *self;
         loop {
             let Some(chunk) = this.answer.chunks.get(this.next).cloned() else {
-                return Poll::Ready(match this.gunzip.take() {
-                    Some(mut g) => match g.finish() {
-                        Ok(rest) if !rest.is_empty() => Some(Ok(Frame::data(rest))),
-                        Ok(_) => None,
-                        Err(e) => Some(Err(e)),
-                    },
-                    None => None,
-                });
+                return Poll::Ready(last_frame(this.gunzip.take()));
             };
             this.next += 1;
-            let data = match this.gunzip.as_mut() {
-                Some(g) => match g.feed(&chunk) {
-                    Ok(plain) if plain.is_empty() => continue,
-                    Ok(plain) => plain,
-                    Err(e) => return Poll::Ready(Some(Err(e))),
-                },
-                None => chunk,
-            };
-            return Poll::Ready(Some(Ok(Frame::data(data))));
+            if let Some(data) = client_chunk(&mut this.gunzip, chunk) {
+                return Poll::Ready(Some(data.map(Frame::data)));
+            }
         }
     }
 
@@ -95,7 +102,10 @@ impl Body for ReplayBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.gunzip.is_some() {
+        // An exact size makes hyper send Content-Length, and the client then reads the
+        // frames of a stream run together: only a single-frame answer gets one, so a stream
+        // goes out chunked, one chunk per stored frame (SPEC 5: chunk for chunk).
+        if self.gunzip.is_some() || self.answer.chunks.len() > 1 {
             return SizeHint::default();
         }
         SizeHint::with_exact(
@@ -143,23 +153,13 @@ impl Body for FollowBody {
             wait.as_mut().enable();
             match this.subscriber.next() {
                 Next::Chunk(chunk) => {
-                    let data = match this.gunzip.as_mut() {
-                        Some(g) => match g.feed(&chunk) {
-                            Ok(plain) if plain.is_empty() => continue,
-                            Ok(plain) => plain,
-                            Err(e) => return Poll::Ready(Some(Err(e))),
-                        },
-                        None => chunk,
-                    };
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                    if let Some(data) = client_chunk(&mut this.gunzip, chunk) {
+                        return Poll::Ready(Some(data.map(Frame::data)));
+                    }
                 }
                 Next::End(End::Clean) => {
                     this.done = true;
-                    return Poll::Ready(match this.gunzip.take().map(|mut g| g.finish()) {
-                        Some(Ok(rest)) if !rest.is_empty() => Some(Ok(Frame::data(rest))),
-                        Some(Err(e)) => Some(Err(e)),
-                        _ => None,
-                    });
+                    return Poll::Ready(last_frame(this.gunzip.take()));
                 }
                 Next::End(End::Broken) => {
                     this.done = true;
@@ -199,9 +199,11 @@ mod tests {
 
     #[tokio::test]
     async fn replays_chunk_for_chunk_and_decodes_on_demand() {
+        let one = CachedAnswer { status: 200, headers: vec![], chunks: vec![Bytes::from("ab")] };
+        assert_eq!(ReplayBody::new(Arc::new(one), false).size_hint().exact(), Some(2));
         let plain = CachedAnswer { status: 200, headers: vec![], chunks: vec![Bytes::from("a"), Bytes::from("b")] };
         let mut body = ReplayBody::new(Arc::new(plain), false);
-        assert_eq!(body.size_hint().exact(), Some(2));
+        assert_eq!(body.size_hint().exact(), None, "a stream goes out chunked");
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(&first[..], b"a");
         let packed = gzip(b"hello, world");
