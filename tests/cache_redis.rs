@@ -367,6 +367,16 @@ async fn a_bad_value_in_redis_is_bypassed_not_a_failure() {
     let base = h.gate.base_url();
     assert_eq!(generate(&h.http, &base, GENERATE).await.1, "miss");
     let keys = wait_for_keys(&server, 1).await;
+    // The call stays joinable until its store is done: wait for it to land, so the next
+    // request reads Redis instead of joining it.
+    for _ in 0..200 {
+        let stats: serde_json::Value =
+            h.http.get(h.admin_url("/admin/cache")).send().await.unwrap().json().await.unwrap();
+        if stats["in_flight"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let _: () = server.query(&["SET", &keys[0], "GARBAGE-VALUE-d41d8cd9"]);
     let (status, cache, body) = generate(&h.http, &base, GENERATE).await;
     assert_eq!((status, cache.as_str()), (200, "bypass"), "{body}");

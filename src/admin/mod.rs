@@ -55,7 +55,11 @@ fn answer(gateway: &Gateway, request: &Request<Incoming>) -> Response<GateBody> 
         (&Method::GET, "/readyz") if gateway.is_ready() => text(StatusCode::OK, "ready\n"),
         (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         (&Method::GET, "/admin/keys") => json(keys::render(gateway)),
-        (&Method::GET, "/admin/cache") => json(gateway.cache_stats.to_json().to_string()),
+        (&Method::GET, "/admin/cache") => {
+            let mut stats = gateway.cache_stats.to_json();
+            stats["in_flight"] = gateway.flights.in_flight().into();
+            json(stats.to_string())
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

@@ -100,10 +100,11 @@ impl Flight {
         self.changed.notify_waiters();
     }
 
-    /// The whole answer, if it ended cleanly and was kept whole (for storing).
+    /// The answer so far, if every chunk was kept (for storing, once the call ended
+    /// cleanly: the caller knows, and stores before it ends the flight).
     pub fn whole(&self) -> Option<(Head, Vec<Bytes>)> {
         let s = lock(&self.state);
-        (s.end == Some(End::Clean) && s.keep_all && s.base == 0)
+        (s.end != Some(End::Broken) && s.keep_all && s.base == 0)
             .then(|| (s.head.clone(), s.chunks.clone()))
             .and_then(|(head, chunks)| head.map(|h| (h, chunks)))
     }
@@ -212,20 +213,18 @@ impl Flights {
     /// Joins the flight for `key`, or starts one (`true`: the caller must run the call).
     pub fn join(&self, key: CacheKey, max_keep: usize) -> (Arc<Flight>, Subscriber, bool) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(flight) = map.get(&key).and_then(Weak::upgrade) {
-            let open = {
-                let s = lock(&flight.state);
-                s.keep_all && s.end.is_none()
-            };
-            if open && !flight.cancel.is_cancelled() {
-                let subscriber = flight.subscribe();
-                return (flight, subscriber, false);
-            }
+        if let Some((flight, subscriber)) = open(&map, key) {
+            return (flight, subscriber, false);
         }
         let flight = Flight::new(key, max_keep);
         map.insert(key, Arc::downgrade(&flight));
         let subscriber = flight.subscribe();
         (flight, subscriber, true)
+    }
+
+    /// Joins the flight for `key` if there is one to join.
+    pub fn follow(&self, key: CacheKey) -> Option<(Arc<Flight>, Subscriber)> {
+        open(&self.map.lock().unwrap_or_else(|e| e.into_inner()), key)
     }
 
     /// A flight of its own that nobody joins (`Cache-Control: no-cache`: a fresh answer).
@@ -235,13 +234,35 @@ impl Flights {
         (flight, subscriber, true)
     }
 
-    /// Takes a flight out of the map once its call ended (later requests read the cache).
+    /// Takes a flight out of the map once its call ended and its answer, if any, is stored
+    /// (later requests read the cache).
+    /// Calls in flight now (landed ones excluded).
+    pub fn in_flight(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).values().filter(|w| w.strong_count() > 0).count()
+    }
+
     pub fn land(&self, flight: &Flight) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if map.get(&flight.key).is_some_and(|w| w.upgrade().is_none_or(|f| std::ptr::eq(&*f, flight))) {
             map.remove(&flight.key);
         }
     }
+}
+
+/// A subscription to the flight for `key`, if it may be joined: still running (or ended
+/// cleanly and not landed: its answer is being stored, and is read whole from the flight),
+/// not cancelled, and small enough that every chunk is kept.
+fn open(map: &HashMap<CacheKey, Weak<Flight>>, key: CacheKey) -> Option<(Arc<Flight>, Subscriber)> {
+    let flight = map.get(&key).and_then(Weak::upgrade)?;
+    let open = {
+        let s = lock(&flight.state);
+        s.keep_all && s.end.is_none_or(|end| end == End::Clean)
+    };
+    if !open || flight.cancel.is_cancelled() {
+        return None;
+    }
+    let subscriber = flight.subscribe();
+    Some((flight, subscriber))
 }
 
 #[cfg(test)]
@@ -292,5 +313,29 @@ mod tests {
         flight.finish(End::Clean);
         assert!(flight.whole().is_none());
         assert!(matches!(reader.next(), Next::End(End::Clean)));
+    }
+
+    #[test]
+    fn an_ended_flight_is_joined_only_while_its_answer_is_being_stored() {
+        let flights = Flights::default();
+        let key = CacheKey([3; 32]);
+        let (flight, reader, _) = flights.join(key, 1 << 20);
+        flight.set_head(head());
+        flight.push(Bytes::from_static(b"whole"));
+        flight.finish(End::Clean);
+        drop(reader);
+        assert!(!flight.cancel.is_cancelled(), "leaving an ended flight cancels nothing");
+        let (_, late, leader) = flights.join(key, 1 << 20);
+        assert!(!leader, "not landed yet: the answer is being stored");
+        assert!(matches!(late.next(), Next::Chunk(c) if &c[..] == b"whole"));
+        assert!(matches!(late.next(), Next::End(End::Clean)));
+        assert!(flights.follow(key).is_some());
+        flights.land(&flight);
+        assert!(flights.follow(key).is_none(), "landed: the next request reads the cache");
+
+        let key = CacheKey([4; 32]);
+        let (flight, _reader, _) = flights.join(key, 1 << 20);
+        flight.finish(End::Broken);
+        assert!(flights.join(key, 1 << 20).2, "a broken flight is never joined");
     }
 }

@@ -27,6 +27,9 @@ impl MemoryCache {
 
     pub fn store(&self, key: CacheKey, answer: Arc<CachedAnswer>) {
         self.entries.insert(key, answer);
+        // moka applies the size bound lazily, after up to 64 writes: with large entries
+        // that is far over `max_bytes`. Stores follow an upstream call, so apply it now.
+        self.entries.run_pending_tasks();
     }
 
     /// Runs moka's pending evictions now (tests read sizes right after inserts).

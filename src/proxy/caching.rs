@@ -99,7 +99,10 @@ pub async fn serve(
     let stats = &gateway.cache_stats;
     let Some(cache) = snapshot.cache.clone() else { return Err(GateError::BadRequest("no cache".into())) };
     let decode = !accepts_gzip(&request.parts.headers);
-    if decision == Decision::Use {
+    // An identical call in flight is joined before the cache is read: were it to land while
+    // the lookup is out (a Redis round trip), this request would miss and call again.
+    let joined = if decision == Decision::Use { gateway.flights.follow(key) } else { None };
+    if decision == Decision::Use && joined.is_none() {
         match cache.get(&key).await {
             Ok(Some(answer)) => {
                 CacheStats::count(&stats.hits);
@@ -122,10 +125,10 @@ pub async fn serve(
         }
     }
     let max_keep = usize::try_from(snapshot.config.cache.max_entry_bytes).unwrap_or(usize::MAX);
-    let (flight, subscriber, leader) = if decision == Decision::Refresh {
-        gateway.flights.solo(key, max_keep)
-    } else {
-        gateway.flights.join(key, max_keep)
+    let (flight, subscriber, leader) = match joined {
+        Some((flight, subscriber)) => (flight, subscriber, false),
+        None if decision == Decision::Refresh => gateway.flights.solo(key, max_keep),
+        None => gateway.flights.join(key, max_keep),
     };
     if leader {
         CacheStats::count(&stats.misses);
@@ -193,31 +196,39 @@ async fn fly(gateway: Arc<Gateway>, snapshot: Arc<Snapshot>, request: Request, f
             End::Broken
         }
     };
-    flight.finish(end);
-    gateway.flights.land(&flight);
-    if end != End::Clean {
+    let Some(answer) = (end == End::Clean).then(|| storable(&snapshot, &flight)).flatten() else {
+        gateway.flights.land(&flight);
+        flight.finish(end);
         return;
+    };
+    // Ended but not landed yet: an identical request arriving while the answer is being
+    // stored joins this flight and reads the answer from it, rather than missing.
+    flight.finish(End::Clean);
+    if let Some(cache) = snapshot.cache.as_ref() {
+        match cache.put(&key, answer).await {
+            Ok(()) => CacheStats::count(&gateway.cache_stats.stores),
+            Err(e) => {
+                CacheStats::count(&gateway.cache_stats.faults);
+                warn!(error = %e, "cache store failed: the answer is not cached");
+            }
+        }
     }
-    let Some((head, chunks)) = flight.whole() else { return };
+    gateway.flights.land(&flight);
+}
+
+/// The flight's answer in its stored form, if it may be stored: 2xx, kept whole, and
+/// within `max_entry_bytes`.
+fn storable(snapshot: &Snapshot, flight: &Flight) -> Option<Arc<CachedAnswer>> {
+    let (head, chunks) = flight.whole()?;
     if !head.status.is_success() {
-        return;
+        return None;
     }
     let headers = KEPT_HEADERS
         .iter()
         .filter_map(|name| Some((name.to_string(), head.headers.get(*name)?.to_str().ok()?.to_string())))
         .collect();
     let answer = Arc::new(CachedAnswer { status: head.status.as_u16(), headers, chunks });
-    if answer.size() as u64 > snapshot.config.cache.max_entry_bytes {
-        return;
-    }
-    let Some(cache) = snapshot.cache.as_ref() else { return };
-    match cache.put(&key, answer).await {
-        Ok(()) => CacheStats::count(&gateway.cache_stats.stores),
-        Err(e) => {
-            CacheStats::count(&gateway.cache_stats.faults);
-            warn!(error = %e, "cache store failed: the answer is not cached");
-        }
-    }
+    (answer.size() as u64 <= snapshot.config.cache.max_entry_bytes).then_some(answer)
 }
 
 async fn pump(gateway: &Arc<Gateway>, snapshot: &Arc<Snapshot>, request: Request, flight: &Flight) -> End {
