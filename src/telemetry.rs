@@ -71,6 +71,13 @@ impl AccessLog {
         AccessLog { enabled: false, ..AccessLog::start(&HeaderValue::from_static("-"), &Method::GET, "") }
     }
 
+    /// Records the model asked for; copied only when the line will be written.
+    pub fn set_model(&mut self, model: &str) {
+        if self.enabled {
+            self.model = Some(model.to_string());
+        }
+    }
+
     pub fn started(&self) -> Instant {
         self.started
     }

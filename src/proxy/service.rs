@@ -106,12 +106,12 @@ impl Gateway {
         log: &mut AccessLog,
     ) -> Result<Response<GateBody>, GateError> {
         let path = request.uri().path();
-        let info = gemini::classify(path).ok_or_else(|| GateError::UnknownPath(path.to_string()))?;
+        let mut info = gemini::classify(path).ok_or_else(|| GateError::UnknownPath(path.to_string()))?;
         let credential = headers::client_credential(request.headers(), request.uri().query());
         let client = snapshot.auth.authenticate(credential.as_deref())?;
         log.client = Some(client.name.clone());
         if let Some(model) = &info.model {
-            log.model = Some(model.clone());
+            log.set_model(model);
             client.check_model(model)?;
         }
         let pool = snapshot.default_pool()?;
@@ -134,10 +134,13 @@ impl Gateway {
                 } else if client.is_restricted() && info.method.as_deref().is_some_and(gemini::is_generation) {
                     return Err(GateError::BadRequest("the request names no model".into()));
                 }
-                log.model.clone_from(&model);
+                if let Some(m) = &model {
+                    log.set_model(m);
+                }
                 model
             }
-            _ => info.model.clone(),
+            // Nothing after this reads `info.model`: it moves into the call.
+            _ => info.model.take(),
         };
         let pinned = self.pinned_key(snapshot, &info, parts.uri.query(), taken.body.bytes());
         let metered = match info.surface {
