@@ -385,3 +385,71 @@ async fn a_bad_value_in_redis_is_bypassed_not_a_failure() {
     assert!(logs().contains("stored value is not a cached answer"), "the fault is logged");
     assert!(!logs().contains("GARBAGE-VALUE"), "values are never logged");
 }
+
+/// A `gemgate` OS process on fixed free ports (a child cannot say which port 0 became);
+/// killed when dropped.
+struct GateProcess {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl GateProcess {
+    async fn start(dir: &Path, name: &str, yaml: &str) -> GateProcess {
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (port, admin_port) = (free(), free());
+        let yaml = yaml.replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1).replacen(
+            "127.0.0.1:0",
+            &format!("127.0.0.1:{admin_port}"),
+            1,
+        );
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gemgate"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the gemgate binary starts");
+        let http = client();
+        for _ in 0..200 {
+            let ready = http.get(format!("http://127.0.0.1:{admin_port}/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return GateProcess { child, port };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("gemgate process {name} never became ready");
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+#[tokio::test]
+async fn two_gemgate_processes_share_one_redis() {
+    let server = RedisServer::start();
+    let mock = mock_gemini::MockServer::spawn(Script::default()).await;
+    let dir = std::env::temp_dir().join(format!("gemgate-two-processes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = config_yaml(&mock.base_url(), "", &cache_yaml(&server, ""));
+    let first = GateProcess::start(&dir, "first", &yaml).await;
+    let second = GateProcess::start(&dir, "second", &yaml).await;
+    let http = client();
+
+    let (status, cache, answer) = generate(&http, &first.base_url(), GENERATE).await;
+    assert_eq!((status, cache.as_str()), (200, "miss"), "{answer}");
+    wait_for_keys(&server, 1).await;
+    let (status, cache, body) = generate(&http, &second.base_url(), GENERATE).await;
+    assert_eq!((status, cache.as_str()), (200, "hit"), "the other process answers from Redis");
+    assert_eq!(body, answer);
+    assert_eq!(mock.count(), 1, "one upstream call for the two processes");
+    for key in KEYS {
+        assert!(!body.contains(key) && !answer.contains(key));
+    }
+    drop((first.child, second.child));
+    let _ = std::fs::remove_dir_all(dir);
+}
