@@ -26,8 +26,6 @@ pub enum GateError {
     UpstreamBroken(String),
     #[error("the upstream did not answer within {0:?}")]
     UpstreamTimeout(Duration),
-    #[error("gemgate is shutting down")]
-    ShuttingDown,
     #[error("no key of pool `{pool}` has capacity{} right now; retry in {}s", model_phrase(.model), whole_secs(*.retry_in))]
     Exhausted { pool: String, model: Option<String>, retry_in: Duration },
     #[error("too many requests are waiting for pool `{pool}`; retry in {}s", whole_secs(*.retry_in))]
@@ -54,7 +52,7 @@ impl GateError {
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "INVALID_ARGUMENT"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "INVALID_ARGUMENT"),
             Self::UnknownPath(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-            Self::UpstreamUnreachable(_) | Self::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            Self::UpstreamUnreachable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             Self::UpstreamBroken(_) => (StatusCode::BAD_GATEWAY, "UNAVAILABLE"),
             Self::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED"),
             Self::Exhausted { .. } | Self::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED"),
@@ -65,7 +63,6 @@ impl GateError {
     /// When the client may try again, for `Retry-After` and `RetryInfo`.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::ShuttingDown => Some(Duration::from_secs(1)),
             Self::Exhausted { retry_in, .. } | Self::QueueFull { retry_in, .. } => Some(*retry_in),
             Self::AllKeysDisabled { retry_in, .. } => *retry_in,
             _ => None,
@@ -83,7 +80,6 @@ impl GateError {
             Self::UpstreamUnreachable(_) => "upstream_unreachable",
             Self::UpstreamBroken(_) => "upstream_broken",
             Self::UpstreamTimeout(_) => "upstream_timeout",
-            Self::ShuttingDown => "shutting_down",
             Self::Exhausted { .. } => "exhausted",
             Self::QueueFull { .. } => "queue_full",
             Self::AllKeysDisabled { .. } => "all_keys_disabled",
@@ -136,7 +132,8 @@ mod tests {
 
     #[tokio::test]
     async fn retry_info_goes_with_retry_after() {
-        let rsp = GateError::ShuttingDown.into_response();
+        let rsp = GateError::Exhausted { pool: "default".into(), model: None, retry_in: Duration::from_millis(300) }
+            .into_response();
         assert_eq!(rsp.headers()[RETRY_AFTER], "1");
         let body = rsp.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -165,10 +165,6 @@ pub enum Next {
 }
 
 impl Subscriber {
-    pub fn flight(&self) -> &Arc<Flight> {
-        &self.flight
-    }
-
     pub fn next(&self) -> Next {
         let mut s = lock(&self.flight.state);
         let Some(at) = s.cursors[self.slot] else { return Next::End(End::Broken) };

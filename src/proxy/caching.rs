@@ -12,7 +12,7 @@ use crate::auth::Client;
 use crate::cache::answer::KEPT_HEADERS;
 use crate::cache::flight::{End, EndGuard, Flight, Head};
 use crate::cache::key::{cache_key, KeyParts};
-use crate::cache::{CacheKey, CacheStats, CachedAnswer, Decision};
+use crate::cache::{Cache, CacheKey, CacheStats, CachedAnswer, Decision};
 use crate::error::GateError;
 use crate::gemini::{CallInfo, Surface};
 use crate::snapshot::Snapshot;
@@ -33,16 +33,18 @@ pub struct Request {
     pub budget: Option<OwnedSemaphorePermit>,
 }
 
+/// How one request uses the cache: the decision, its key, and the backend.
+pub struct CacheUse {
+    pub decision: Decision,
+    pub key: CacheKey,
+    pub cache: Arc<dyn Cache>,
+}
+
 /// How this request uses the cache, and its key; `None`: it does not (a method not cached,
 /// a body that is not JSON or was not kept, no backend, or `Cache-Control: no-store`).
 /// Routing rules will add their `cache: bypass` here.
-pub fn key_for(
-    snapshot: &Snapshot,
-    request: &Request,
-    info: &CallInfo,
-    client: &Client,
-) -> Option<(Decision, CacheKey)> {
-    snapshot.cache.as_ref()?;
+pub fn key_for(snapshot: &Snapshot, request: &Request, info: &CallInfo, client: &Client) -> Option<CacheUse> {
+    let cache = snapshot.cache.clone()?;
     let config = &snapshot.config.cache;
     let decision = decision_from(&request.parts.headers);
     if decision == Decision::Bypass || !request.call.metered {
@@ -69,7 +71,7 @@ pub fn key_for(
         query: request.parts.uri.query(),
         client: config.per_client.then_some(&*client.name),
     })?;
-    Some((decision, key))
+    Some(CacheUse { decision, key, cache })
 }
 
 /// `Cache-Control: no-store` skips the cache; `no-cache` skips reading only (SPEC 5).
@@ -92,12 +94,10 @@ pub async fn serve(
     gateway: &Arc<Gateway>,
     snapshot: &Arc<Snapshot>,
     request: Request,
-    decision: Decision,
-    key: CacheKey,
+    CacheUse { decision, key, cache }: CacheUse,
     log: &mut AccessLog,
 ) -> Result<Response<GateBody>, GateError> {
     let stats = &gateway.cache_stats;
-    let Some(cache) = snapshot.cache.clone() else { return Err(GateError::BadRequest("no cache".into())) };
     let decode = !accepts_gzip(&request.parts.headers);
     // An identical call in flight is joined before the cache is read: were it to land while
     // the lookup is out (a Redis round trip), this request would miss and call again.
@@ -132,7 +132,7 @@ pub async fn serve(
     };
     if leader {
         CacheStats::count(&stats.misses);
-        tokio::spawn(fly(gateway.clone(), snapshot.clone(), request, flight.clone(), key));
+        tokio::spawn(fly(gateway.clone(), snapshot.clone(), request, flight.clone(), key, cache));
     } else {
         CacheStats::count(&stats.joined);
         drop(request);
@@ -186,7 +186,14 @@ fn replay(answer: Arc<CachedAnswer>, decode: bool) -> Response<GateBody> {
 
 /// The shared upstream call of a flight: runs the attempts, feeds the flight, and stores a
 /// clean 2xx answer. Cancelled when the last client of the flight has gone.
-async fn fly(gateway: Arc<Gateway>, snapshot: Arc<Snapshot>, request: Request, flight: Arc<Flight>, key: CacheKey) {
+async fn fly(
+    gateway: Arc<Gateway>,
+    snapshot: Arc<Snapshot>,
+    request: Request,
+    flight: Arc<Flight>,
+    key: CacheKey,
+    cache: Arc<dyn Cache>,
+) {
     let _ended = EndGuard(flight.clone());
     let cancel = flight.cancel.clone();
     let end = tokio::select! {
@@ -204,13 +211,11 @@ async fn fly(gateway: Arc<Gateway>, snapshot: Arc<Snapshot>, request: Request, f
     // Ended but not landed yet: an identical request arriving while the answer is being
     // stored joins this flight and reads the answer from it, rather than missing.
     flight.finish(End::Clean);
-    if let Some(cache) = snapshot.cache.as_ref() {
-        match cache.put(&key, answer).await {
-            Ok(()) => CacheStats::count(&gateway.cache_stats.stores),
-            Err(e) => {
-                CacheStats::count(&gateway.cache_stats.faults);
-                warn!(error = %e, "cache store failed: the answer is not cached");
-            }
+    match cache.put(&key, answer).await {
+        Ok(()) => CacheStats::count(&gateway.cache_stats.stores),
+        Err(e) => {
+            CacheStats::count(&gateway.cache_stats.faults);
+            warn!(error = %e, "cache store failed: the answer is not cached");
         }
     }
     gateway.flights.land(&flight);

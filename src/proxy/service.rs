@@ -160,7 +160,7 @@ impl Gateway {
         };
         let request = caching::Request { parts, body: taken.body, call, budget: taken.budget };
         match caching::key_for(snapshot, &request, &info, &client) {
-            Some((decision, key)) => caching::serve(self, snapshot, request, decision, key, log).await,
+            Some(cache_use) => caching::serve(self, snapshot, request, cache_use, log).await,
             None => {
                 log.cache = "bypass";
                 let mut response =
